@@ -1,0 +1,32 @@
+"""User-facing error types.
+
+Every error a user can cause (bad shape, unknown model, bad spec field) is a `CnnlabError`;
+the CLI prints its message on one line and exits non-zero instead of showing a traceback.
+Messages always echo the bad value and, where there is a closed set, the valid choices.
+"""
+
+from __future__ import annotations
+
+
+class CnnlabError(Exception):
+    """Base class of errors caused by user input (printed without traceback by the CLI)."""
+
+
+class ShapeError(CnnlabError, ValueError):
+    """An input shape that cannot be parsed or does not fit a model."""
+
+
+class UnknownModelError(CnnlabError, ValueError):
+    """A model name that is not in the registry."""
+
+
+class SpecError(CnnlabError, ValueError):
+    """A declarative architecture spec that cannot be built.
+
+    The message names the layer (index and name), the field and the bad value.
+    """
+
+
+def choices_text(choices) -> str:
+    """Format a collection of valid choices for an error message."""
+    return ", ".join(sorted(str(c) for c in choices))

@@ -1,0 +1,30 @@
+"""Shape inference without computation: run a module on meta tensors.
+
+Used wherever a layer's input size depends on what comes before it (the first ``Dense`` after a
+``Flatten``, a spec layer's input channels), so no model definition ever hard-codes a size that
+the input shape determines.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from cnnlab.shapes import Shape
+
+
+def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
+    """Output shape (without batch axis) of ``module`` for inputs of ``in_shapes``.
+
+    Parameters and buffers are replaced by meta tensors for the call, so nothing is computed,
+    no memory is touched and the module's own state (BatchNorm statistics) is unchanged.
+    """
+    state = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in [*module.named_parameters(), *module.named_buffers()]
+    }
+    inputs = tuple(torch.empty((1, *s), device="meta") for s in in_shapes)
+    with torch.no_grad():
+        out = functional_call(module, state, inputs)
+    return tuple(out.shape[1:])

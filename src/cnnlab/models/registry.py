@@ -1,0 +1,184 @@
+"""The model registry: ``@register_model`` on small factories, ``create_model``, ``list_models``.
+
+A factory takes ``num_classes`` and ``input_shape`` (a ``(C, H, W)`` tuple) plus its own
+keyword options and returns an ``nn.Module`` whose output is ``(N, num_classes)`` logits
+(softmax lives in the loss, not the model). Each entry carries the metadata a test checks:
+where the architecture comes from, its default input and classes, and the parameter counts
+the lesson or paper reports at that default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cnnlab.errors import UnknownModelError
+from cnnlab.shapes import Shape, hwc, parse_input_shape
+
+Factory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Registry metadata of one model.
+
+    Attributes:
+        name: registry name (lowercase, underscores).
+        factory: the function that builds it.
+        family: module file it lives in (``vgg``, ``resnet`` ...).
+        source: lesson or paper it reproduces, e.g. ``"lesson 000"``, ``"He et al. 2015"``.
+        input_shape: default input, ``(C, H, W)``.
+        num_classes: default number of classes (``None`` for feature extractors).
+        params_total: Keras-style total at the default input (trainable + BN statistics),
+            or ``None`` where the reference reports only trainable parameters.
+        params_trainable: trainable parameters, where the reference reports them.
+        params_non_trainable: BN moving statistics (Keras' non-trainable) where reported.
+        description: one line shown by ``cnnlab models``.
+        reference: where the expected counts come from (torchvision, Keras, lesson printout).
+    """
+
+    name: str
+    factory: Factory = field(repr=False)
+    family: str
+    source: str
+    input_shape: Shape
+    num_classes: int | None
+    params_total: int | None = None
+    params_trainable: int | None = None
+    params_non_trainable: int | None = None
+    description: str = ""
+    reference: str = ""
+
+    @property
+    def input_hwc(self) -> str:
+        """Default input written as users write it (``32x32x3``)."""
+        return hwc(self.input_shape)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    source: str,
+    input_shape: str,
+    num_classes: int | None,
+    params_total: int | None = None,
+    params_trainable: int | None = None,
+    params_non_trainable: int | None = None,
+    reference: str = "",
+    name: str | None = None,
+) -> Callable[[Factory], Factory]:
+    """Register a model factory under its function name (or ``name``).
+
+    Args:
+        source: lesson or paper the architecture comes from.
+        input_shape: default input as ``"HxWxC"``.
+        num_classes: default classes (``None`` for a headless feature extractor).
+        params_total, params_trainable, params_non_trainable: reference counts at the default
+            input, tested for every entry.
+        reference: where those counts come from.
+        name: registry name if it differs from the function's.
+
+    Raises:
+        ValueError: if the name is already registered.
+    """
+
+    def decorate(fn: Factory) -> Factory:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[key] = ModelInfo(
+            name=key,
+            factory=fn,
+            family=fn.__module__.rsplit(".", 1)[-1],
+            source=source,
+            input_shape=parse_input_shape(input_shape),
+            num_classes=num_classes,
+            params_total=params_total,
+            params_trainable=params_trainable,
+            params_non_trainable=params_non_trainable,
+            description=doc.splitlines()[0] if doc else "",
+            reference=reference,
+        )
+        return fn
+
+    return decorate
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registry names; ``pattern`` is a glob (``"vgg*"``) or a substring (``"resnet"``)."""
+    names = sorted(_REGISTRY)
+    if not pattern:
+        return names
+    if any(ch in pattern for ch in "*?["):
+        return [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return [n for n in names if pattern.lower() in n]
+
+
+def model_info(name: str) -> ModelInfo:
+    """Metadata of a registered model.
+
+    Raises:
+        UnknownModelError: naming the model and listing close or all valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = [n for n in _REGISTRY if name.lower() in n or n in name.lower()]
+        hint = ", ".join(close) if close else ", ".join(sorted(_REGISTRY))
+        raise UnknownModelError(f"unknown model {name!r}; valid models: {hint}") from None
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    input_shape: str | Sequence[int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: registry name (see ``list_models()``).
+        num_classes: classes of the new head; default: the entry's.
+        input_shape: ``"HxWxC"`` or an ``(H, W, C)`` tuple; default: the entry's. Changes the
+            first layer's input channels and every size that depends on the image size.
+        **kwargs: options of the model's factory (e.g. ``batchnorm=True``).
+
+    Returns:
+        The model; ``model.cnnlab_meta`` holds its name, input shape ``(C, H, W)`` and classes.
+    """
+    info = model_info(name)
+    shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
+    classes = info.num_classes if num_classes is None else num_classes
+    if classes is not None and (not isinstance(classes, int) or classes <= 0):
+        raise UnknownModelError(f"num_classes={classes!r} must be a positive int")
+    _check_kwargs(info, kwargs)
+    model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
+    model.cnnlab_meta = {"name": name, "input_shape": shape, "num_classes": classes}
+    return model
+
+
+def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
+    sig = inspect.signature(info.factory)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    allowed = set(sig.parameters) - {"num_classes", "input_shape"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise UnknownModelError(
+            f"model {info.name!r} has no option {unknown[0]!r}; "
+            f"options: {', '.join(sorted(allowed)) or 'none'}"
+        )
+
+
+def registered_models() -> list[ModelInfo]:
+    """Metadata of every registered model, sorted by name."""
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]

@@ -1,0 +1,61 @@
+"""Image shapes as users write them (height x width x channels) and as PyTorch uses them (C, H, W).
+
+User-facing shapes follow the lessons and Keras: ``32x32x3`` or ``(32, 32, 3)`` is height 32,
+width 32, 3 channels. Internally a shape without the batch axis is a ``(C, H, W)`` tuple, or
+``(F,)`` once flattened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from cnnlab.errors import ShapeError
+
+Shape = tuple[int, ...]
+
+_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
+
+
+def parse_input_shape(value: str | Sequence[int]) -> Shape:
+    """Parse a user-facing image shape into a ``(C, H, W)`` tuple.
+
+    Args:
+        value: ``"32x32x3"`` (height x width x channels), ``"28x28"`` (one channel), or a
+            ``(H, W, C)`` / ``(H, W)`` sequence of ints, Keras-style.
+
+    Raises:
+        ShapeError: naming the bad value when it is not a positive HxWxC shape.
+    """
+    if isinstance(value, str):
+        m = _SHAPE_RE.match(value)
+        if not m:
+            raise ShapeError(
+                f"input shape {value!r} is not HxWxC (for example 32x32x3 or 28x28x1)"
+            )
+        h, w, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
+    else:
+        dims = list(value)
+        if len(dims) not in (2, 3) or not all(isinstance(d, int) for d in dims):
+            raise ShapeError(f"input shape {value!r} is not (height, width, channels)")
+        h, w = dims[0], dims[1]
+        c = dims[2] if len(dims) == 3 else 1
+    if min(h, w, c) <= 0:
+        raise ShapeError(f"input shape {value!r} has a non-positive dimension")
+    return (c, h, w)
+
+
+def hwc(shape: Shape) -> str:
+    """Format a ``(C, H, W)`` shape the way users write it: ``"32x32x3"``."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}x{w}x{c}"
+    return "x".join(str(d) for d in shape)
+
+
+def keras_shape(shape: Sequence[int]) -> str:
+    """Format a batch-less NCHW shape as Keras prints it: ``(C, H, W)`` -> ``(None, H, W, C)``."""
+    dims = list(shape)
+    if len(dims) == 3:
+        dims = [dims[1], dims[2], dims[0]]
+    return "(" + ", ".join(["None", *(str(d) for d in dims)]) + ")"
