@@ -65,7 +65,7 @@ def test_forward_backward_default_input(name):
 @pytest.mark.parametrize("name", [i.name for i in registered_models() if i.num_classes])
 def test_other_classes_and_grayscale(name):
     info = model_info(name)
-    c, h, w = info.input_shape
+    _, h, w = info.input_shape
     model = create_model(name, num_classes=3, input_shape=(h, w, 1)).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 1, h, w))

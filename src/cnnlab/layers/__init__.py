@@ -10,10 +10,12 @@ from cnnlab.layers.conv import Conv2d, ConvBNAct, DepthwiseConv2d, SeparableConv
 from cnnlab.layers.core import Add, Concat, Dense
 from cnnlab.layers.fire import Fire
 from cnnlab.layers.inception import InceptionModule
+from cnnlab.layers.inverted_residual import InvertedResidual
 from cnnlab.layers.padding import explain_size, output_size, same_pads
 from cnnlab.layers.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
 from cnnlab.layers.residual import Bottleneck, ResidualUnit
 from cnnlab.layers.shape_infer import infer_output_shape
+from cnnlab.layers.xception_block import XceptionBlock
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -29,9 +31,11 @@ __all__ = [
     "GlobalAvgPool2d",
     "GlobalMaxPool2d",
     "InceptionModule",
+    "InvertedResidual",
     "MaxPool2d",
     "ResidualUnit",
     "SeparableConv2d",
+    "XceptionBlock",
     "explain_size",
     "infer_output_shape",
     "make_activation",

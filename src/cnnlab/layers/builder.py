@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from cnnlab.errors import ShapeError
 from cnnlab.layers.shape_infer import infer_output_shape
 from cnnlab.shapes import Shape
 
@@ -34,7 +35,10 @@ class SequentialBuilder:
         """Append ``module`` as ``name`` and update the running shape."""
         if name in self.layers:
             raise ValueError(f"layer name {name!r} is used twice")
-        self.shape = infer_output_shape(module, self.shape)
+        try:
+            self.shape = infer_output_shape(module, self.shape)
+        except ShapeError as err:
+            raise ShapeError(f"layer {name!r}: {err}") from err
         self.layers[name] = module
         return self
 

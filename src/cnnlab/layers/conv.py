@@ -30,9 +30,9 @@ def static_padding(
     if padding == "valid":
         return (0, 0)
     if padding == "full":
-        return tuple(effective_kernel(k, d) - 1 for k, d in zip(kernel, dilation))  # type: ignore
+        return tuple(effective_kernel(k, d) - 1 for k, d in zip(kernel, dilation, strict=True))  # type: ignore
     if padding == "same":
-        eff = [effective_kernel(k, d) for k, d in zip(kernel, dilation)]
+        eff = [effective_kernel(k, d) for k, d in zip(kernel, dilation, strict=True)]
         if stride == (1, 1) and all(e % 2 == 1 for e in eff):
             return ((eff[0] - 1) // 2, (eff[1] - 1) // 2)
         return None

@@ -40,7 +40,9 @@ class Fire(nn.Module):
         bias = not batchnorm
 
         def norm(c: int) -> nn.Module:
-            return nn.BatchNorm2d(c, eps=bn_eps, momentum=bn_momentum) if batchnorm else nn.Identity()
+            if not batchnorm:
+                return nn.Identity()
+            return nn.BatchNorm2d(c, eps=bn_eps, momentum=bn_momentum)
 
         self.squeeze = Conv2d(in_channels, squeeze, 1, bias=bias)
         self.squeeze_bn = norm(squeeze)

@@ -67,7 +67,8 @@ class InceptionModule(nn.Module):
         pool = MaxPool2d(3, 1, 1 if ceil_mode else "same", ceil_mode=ceil_mode)
         proj = [] if pool_proj is None else [unit(in_channels, pool_proj, 1)]
         self.branch4 = nn.Sequential(pool, *proj)
-        self.out_channels = ch1x1 + ch3x3 + ch5x5 + (in_channels if pool_proj is None else pool_proj)
+        pooled = in_channels if pool_proj is None else pool_proj
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = (self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x))

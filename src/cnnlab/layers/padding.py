@@ -93,19 +93,21 @@ def output_size(
 
 def explain_size(
     size: int, kernel: int, stride: int = 1, padding: Padding = "valid", dilation: int = 1,
-    axis: int = 0,
+    axis: int = 0, ceil_mode: bool = False,
 ) -> str:
     """The arithmetic behind :func:`output_size` as a line a student can check by hand.
 
-    ``explain_size(32, 3, 2)`` -> ``"(32 - 3 + 0 + 0)/2 + 1 = 15"``.
+    ``explain_size(32, 3, 2)`` -> ``"(32 - 3 + 2*0)/2 + 1 = 15"``.
     """
     k = effective_kernel(kernel, dilation)
     before, after = axis_pads(padding, size, kernel, stride, dilation, axis)
-    out = output_size(size, kernel, stride, padding, dilation, axis=axis)
+    out = output_size(size, kernel, stride, padding, dilation, ceil_mode, axis)
     if padding == "same":
         return (
-            f"ceil({size}/{stride}) = {out}  [same: pad {before}+{after} = "
-            f"({out} - 1)*{stride} + {k} - {size}]"
+            f"ceil({size}/{stride}) = {out}  [same pads {before}+{after} = "
+            f"max(({out} - 1)*{stride} + {k} - {size}, 0)]"
         )
     pad_text = f"2*{before}" if before == after else f"{before} + {after}"
+    if ceil_mode:
+        return f"ceil(({size} - {k} + {pad_text})/{stride}) + 1 = {out}"
     return f"({size} - {k} + {pad_text})/{stride} + 1 = {out}"

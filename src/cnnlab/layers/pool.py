@@ -15,7 +15,7 @@ from cnnlab.layers.padding import Padding, pair
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that also takes Keras ``padding="valid"|"same"`` (stride defaults to size)."""
+    """``nn.MaxPool2d`` with Keras ``padding="valid"|"same"``; stride defaults to the size."""
 
     def __init__(
         self,

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from cnnlab.shapes import Shape
+from cnnlab.errors import ShapeError
+from cnnlab.shapes import Shape, hwc
 
 
 def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
@@ -19,12 +20,26 @@ def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
 
     Parameters and buffers are replaced by meta tensors for the call, so nothing is computed,
     no memory is touched and the module's own state (BatchNorm statistics) is unchanged.
+
+    Raises:
+        ShapeError: naming the module and the input shape when the input does not fit.
     """
     state = {
         name: torch.empty_like(t, device="meta")
         for name, t in [*module.named_parameters(), *module.named_buffers()]
     }
     inputs = tuple(torch.empty((1, *s), device="meta") for s in in_shapes)
-    with torch.no_grad():
-        out = functional_call(module, state, inputs)
+    # eval mode: train-mode BatchNorm is slower to trace and rejects a batch of one at 1x1
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = functional_call(module, state, inputs)
+    except RuntimeError as err:
+        shapes = " and ".join(hwc(s) for s in in_shapes)
+        reason = str(err).strip().splitlines()[0]
+        raise ShapeError(f"{type(module).__name__} cannot take a {shapes} input: {reason}") from err
+    finally:
+        for m, training in modes:
+            m.training = training
     return tuple(out.shape[1:])

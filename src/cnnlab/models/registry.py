@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnlab.errors import UnknownModelError
+from cnnlab.errors import ShapeError, UnknownModelError
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
 Factory = Callable[..., nn.Module]
@@ -161,7 +161,10 @@ def create_model(
     if classes is not None and (not isinstance(classes, int) or classes <= 0):
         raise UnknownModelError(f"num_classes={classes!r} must be a positive int")
     _check_kwargs(info, kwargs)
-    model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
+    try:
+        model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
+    except ShapeError as err:
+        raise ShapeError(f"model {name!r} at input {hwc(shape)}: {err}") from err
     model.cnnlab_meta = {"name": name, "input_shape": shape, "num_classes": classes}
     return model
 
