@@ -1,0 +1,41 @@
+"""cnnlab: design, train, compare, inspect and fine-tune CNNs for image classification.
+
+The public API:
+
+- :func:`create_model`, :func:`list_models`, :func:`model_info`, :func:`register_model` — the
+  model zoo (every lesson architecture, exact parameter counts).
+- :func:`build_from_spec` — a model from a declarative YAML/JSON/dict spec.
+- :func:`summary`, :func:`explain`, :func:`count_params` — Keras-style summaries, output-size
+  arithmetic, parameter counts.
+
+Shapes that users write are height x width x channels (``"32x32x3"``), as in the lessons;
+tensors are NCHW.
+"""
+
+__version__ = "0.1.0"
+
+from cnnlab.errors import CnnlabError, ShapeError, SpecError, UnknownModelError
+from cnnlab.explain import explain
+from cnnlab.models import create_model, list_models, model_info, register_model
+from cnnlab.params import ParamCounts, count_params
+
+# from cnnlab.spec import build_from_spec  (re-enabled when spec lands)
+from cnnlab.summary import ModelSummary, summary
+
+__all__ = [
+    "CnnlabError",
+    "ModelSummary",
+    "ParamCounts",
+    "ShapeError",
+    "SpecError",
+    "UnknownModelError",
+    "__version__",
+
+    "count_params",
+    "create_model",
+    "explain",
+    "list_models",
+    "model_info",
+    "register_model",
+    "summary",
+]

@@ -1,0 +1,185 @@
+"""The ``cnnlab`` command line: argument parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="cnnlab",
+    help="Design, train, compare, inspect and fine-tune CNNs for image classification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Wide enough for summary tables when the output is a file or a CI log rather than a terminal.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+ShapeOpt = Annotated[
+    str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a `CnnlabError` raised by a command into one red line and exit status 2.
+
+    Set ``CNNLAB_DEBUG=1`` to see the traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except CnnlabError as err:
+            if os.environ.get("CNNLAB_DEBUG"):
+                raise
+            _fail(str(err))
+
+    return wrapper
+
+
+def _cells(*values: str) -> list[str]:
+    """Table cells shown literally (``[same pads 0+1]`` is arithmetic, not Rich markup)."""
+    return [escape(v) for v in values]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"cnnlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """cnnlab: every classic CNN from the lessons, reproduced exactly, in PyTorch."""
+
+
+@app.command("models")
+@user_errors
+def models_cmd(
+    filter: Annotated[
+        str | None, typer.Option("--filter", "-f", help="Substring or glob, e.g. vgg or res*.")
+    ] = None,
+) -> None:
+    """List the model zoo: parameters and MACs at the default input, input shape, source."""
+    from cnnlab.catalog import zoo_rows
+
+    rows = zoo_rows(filter)
+    if not rows:
+        _fail(f"no model matches --filter {filter!r}; run `cnnlab models` for the list")
+    table = Table(title=f"cnnlab model zoo ({len(rows)} models)")
+    for col, justify in [("name", "left"), ("params", "right"), ("non-train.", "right"),
+                         ("MACs", "right"), ("input", "left"), ("classes", "right"),
+                         ("source", "left")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(*_cells(r.name, f"{r.params:,}", f"{r.non_trainable:,}", r.macs_text,
+                              r.input, str(r.classes or "-"), r.source))
+    console.print(table)
+
+
+def _print_summary(s, explain_rows=None) -> None:
+    graph = any(r.inputs for r in s.rows)
+    table = Table(title=f'Model: "{s.name}"  input {s.input_hwc}', title_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output Shape")
+    table.add_column("Param #", justify="right")
+    table.add_column("MACs", justify="right")
+    if graph:
+        table.add_column("Connected to")
+    for r in s.rows:
+        cells = [f"{r.name} ({r.type})", r.keras_shape, f"{r.params:,}", f"{r.macs:,}"]
+        table.add_row(*_cells(*cells, *([", ".join(r.inputs)] if graph else [])))
+    console.print(table)
+    for line in s.totals_lines():
+        console.print(line, highlight=False)
+    if explain_rows is not None:
+        _print_explain(explain_rows)
+
+
+def _print_explain(rows) -> None:
+    table = Table(title="Output sizes: (n - k + pad)/s + 1", title_justify="left")
+    for col in ("layer", "window", "height", "width"):
+        table.add_column(col)
+    for r in rows:
+        window = f"{r.type} {r.kernel[0]}x{r.kernel[1]}/{r.stride[0]} {r.padding}"
+        width = "same as height" if r.width == r.height else r.width
+        table.add_row(*_cells(r.name, window, r.height, width))
+    console.print(table)
+
+
+@app.command("summary")
+@user_errors
+def summary_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name or spec file (.yaml/.json).")],
+    input_shape: ShapeOpt = None,
+    classes: Annotated[int | None, typer.Option("--classes", "-c", help="Classes.")] = None,
+    depth: Annotated[int, typer.Option("--depth", "-d", help="Open composite blocks.")] = 1,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also show each conv/pool's output-size arithmetic.")
+    ] = False,
+) -> None:
+    """Keras-style summary: output shapes, params, trainable/non-trainable, MACs."""
+    from cnnlab.explain import explain as explain_fn
+    from cnnlab.summary import summary
+
+    s = summary(model, input_shape, num_classes=classes, depth=depth)
+    rows = explain_fn(model, input_shape) if explain else None
+    _print_summary(s, rows)
+
+
+@app.command("explain")
+@user_errors
+def explain_cmd(
+    model: Annotated[
+        str | None, typer.Argument(help="Registry name or spec file; omit with --size.")
+    ] = None,
+    input_shape: ShapeOpt = None,
+    size: Annotated[int | None, typer.Option(help="Input size for one window.")] = None,
+    kernel: Annotated[int, typer.Option(help="Kernel size (with --size).")] = 3,
+    stride: Annotated[int, typer.Option(help="Stride (with --size).")] = 1,
+) -> None:
+    """Output-size arithmetic: of every conv/pool of a model, or of one window with --size."""
+    from cnnlab.explain import explain, padding_table
+
+    if model is None and size is None:
+        _fail("give a MODEL (name or spec) or --size N [--kernel K --stride S]")
+    if model is None:
+        table = Table(title=f"input {size}, kernel {kernel}, stride {stride}")
+        for col in ("padding", "output", "arithmetic"):
+            table.add_column(col)
+        for pad, out, text in padding_table(size, kernel, stride):  # type: ignore[arg-type]
+            table.add_row(*_cells(pad, str(out), text))
+        console.print(table)
+        return
+    _print_explain(explain(model, input_shape))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,228 @@
+"""Keras-style model summary: one row per layer with output shape, parameters and MACs.
+
+>>> s = summary("basic_cnn")            # a registry name, a spec file/dict, or an nn.Module
+>>> s.rows[0].output_shape              # (None, 15, 15, 16) in Keras notation
+(16, 15, 15)
+>>> s.counts.total
+5418
+
+BatchNorm running statistics are counted as non-trainable parameters, as Keras does, so totals
+match the lessons' printouts. MACs come from ``torch.utils.flop_counter`` (FLOPs = 2 x MACs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ShapeError
+from cnnlab.params import ParamCounts, count_params
+from cnnlab.shapes import Shape, hwc, keras_shape, parse_input_shape
+from cnnlab.trace import trace_model
+
+# Plain containers are not layers: their children are listed in their place (as Keras lists the
+# layers of a Sequential model). Subclasses such as ConvBNAct are layers and get one row.
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One layer of the summary.
+
+    Attributes:
+        name: qualified module name (``layer1.0``).
+        type: class name (``ResidualUnit``).
+        output_shape: ``(C, H, W)`` or ``(F,)`` without batch axis; ``None`` if never called.
+        params: all parameters incl. BN statistics (Keras' ``Param #``).
+        trainable: trainable parameters.
+        macs: multiply-accumulates for one image.
+        inputs: names of the layers feeding it (graph models built from specs).
+    """
+
+    name: str
+    type: str
+    output_shape: Shape | None
+    params: int
+    trainable: int
+    macs: int
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def keras_shape(self) -> str:
+        """Output shape in Keras notation, ``(None, 15, 15, 16)``."""
+        return "?" if self.output_shape is None else keras_shape(self.output_shape)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model's summary table and totals (see :func:`summary`)."""
+
+    name: str
+    input_shape: Shape
+    output_shape: Shape
+    rows: tuple[SummaryRow, ...]
+    counts: ParamCounts
+    macs: int
+    param_bytes: int
+
+    @property
+    def input_hwc(self) -> str:
+        """Input shape as users write it (``32x32x3``)."""
+        return hwc(self.input_shape)
+
+    @property
+    def flops(self) -> int:
+        """FLOPs for one image (2 per MAC)."""
+        return 2 * self.macs
+
+    def totals_lines(self) -> list[str]:
+        """The footer lines: totals, trainable, non-trainable, MACs, memory."""
+        return [
+            f"Total params: {self.counts.total:,} ({_human_bytes(self.param_bytes)})",
+            f"Trainable params: {self.counts.trainable:,}",
+            f"Non-trainable params: {self.counts.non_trainable:,}",
+            f"MACs: {self.macs:,} per image ({_human_count(self.flops)}FLOPs)",
+        ]
+
+    def to_text(self, width: int = 98) -> str:
+        """The summary as plain text, laid out like Keras' ``model.summary()``."""
+        graph = any(r.inputs for r in self.rows)
+        cols = [("Layer (type)", 36), ("Output Shape", 22), ("Param #", 14), ("MACs", 16)]
+        if graph:
+            cols.append(("Connected to", 24))
+        lines = [f'Model: "{self.name}"  input {hwc(self.input_shape)}', "=" * width]
+        lines.append("".join(h.ljust(w) for h, w in cols).rstrip())
+        lines.append("=" * width)
+        for r in self.rows:
+            cells = [f"{r.name} ({r.type})", r.keras_shape, f"{r.params:,}", f"{r.macs:,}"]
+            if graph:
+                cells.append(", ".join(r.inputs))
+            row = "".join(c.ljust(w) for c, (_, w) in zip(cells, cols, strict=False))
+            lines.append(row.rstrip())
+        lines.append("=" * width)
+        lines.extend(self.totals_lines())
+        return "\n".join(lines)
+
+    def print(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print :meth:`to_text` line by line through ``print_fn`` (Keras' ``print_fn``)."""
+        for line in self.to_text().splitlines():
+            print_fn(line)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+def _human_count(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} "
+
+
+def layer_modules(
+    module: nn.Module, depth: int = 1, prefix: str = ""
+) -> Iterator[tuple[str, nn.Module]]:
+    """The modules shown as rows: children, looking through plain containers.
+
+    ``depth=1`` lists the top-level layers (the layers of a ``Sequential`` stay one level);
+    ``depth=2`` opens each composite layer (a residual unit, an inception module) once more.
+    """
+    for name, child in module.named_children():
+        qual = f"{prefix}{name}"
+        if type(child) in CONTAINERS:
+            yield from layer_modules(child, depth, qual + ".")
+        elif depth > 1 and any(True for _ in child.children()):
+            yield from layer_modules(child, depth - 1, qual + ".")
+        else:
+            yield qual, child
+
+
+def resolve_model(
+    model: nn.Module | str | Path | Mapping,
+    input_shape: str | Sequence[int] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[nn.Module, Shape, str]:
+    """Turn a registry name, a spec (path or dict) or a module into ``(module, (C,H,W), name)``.
+
+    Names and specs are built on ``device`` (default: the meta device, which allocates nothing).
+    """
+    from cnnlab.models import create_model
+
+    shape = None if input_shape is None else parse_input_shape(input_shape)
+    if isinstance(model, nn.Module):
+        meta = getattr(model, "cnnlab_meta", {})
+        shape = shape or meta.get("input_shape")
+        if shape is None:
+            raise ShapeError("input_shape is required for a model without cnnlab metadata")
+        return model, shape, meta.get("name") or type(model).__name__
+    with torch.device(device or "meta"):
+        if isinstance(model, Mapping) or Path(str(model)).suffix.lower() in SPEC_SUFFIXES:
+            from cnnlab.spec import build_from_spec
+
+            built = build_from_spec(model, input_shape=shape, num_classes=num_classes)
+        else:
+            built = create_model(str(model), num_classes=num_classes, input_shape=input_shape)
+    return built, built.cnnlab_meta["input_shape"], built.cnnlab_meta["name"]
+
+
+def summary(
+    model: nn.Module | str | Path | Mapping,
+    input_shape: str | Sequence[int] | None = None,
+    *,
+    num_classes: int | None = None,
+    depth: int = 1,
+) -> ModelSummary:
+    """Keras-style summary of a model.
+
+    Args:
+        model: a registry name (``"vgg16"``), a spec path or dict, or an ``nn.Module``.
+        input_shape: ``"HxWxC"`` or ``(H, W, C)``; default: the model's own.
+        num_classes: classes for a registry model or spec (default: its own).
+        depth: 1 lists top-level layers; higher values open composite blocks.
+
+    Returns:
+        A :class:`ModelSummary` (rows, totals, MACs); nothing is printed.
+    """
+    if depth < 1:
+        raise ShapeError(f"depth={depth!r} must be >= 1")
+    module, shape, name = resolve_model(model, input_shape, num_classes)
+    mods = list(layer_modules(module, depth))
+    records, out_shape, flops = trace_model(module, shape, mods)
+    graph = getattr(module, "graph", {})
+    rows = []
+    for qual, m in mods:
+        rec = records.get(qual)
+        counts = count_params(m)
+        rows.append(
+            SummaryRow(
+                name=qual,
+                type=type(m).__name__,
+                output_shape=rec.out_shape if rec and rec.calls else None,
+                params=counts.total,
+                trainable=counts.trainable,
+                macs=rec.macs if rec else 0,
+                inputs=tuple(graph.get(qual.rsplit(".", 1)[-1], ())),
+            )
+        )
+    tensors = [*module.parameters(), *module.buffers()]
+    return ModelSummary(
+        name=name,
+        input_shape=shape,
+        output_shape=out_shape,
+        rows=tuple(rows),
+        counts=count_params(module),
+        macs=flops // 2,
+        param_bytes=sum(t.numel() * t.element_size() for t in tensors),
+    )

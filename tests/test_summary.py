@@ -1,0 +1,133 @@
+"""Keras-style summary: rows, shapes, counts and MACs against the lessons' printouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.errors import ShapeError
+from cnnlab.explain import explain, padding_table
+from cnnlab.layers import Conv2d, Dense
+from cnnlab.models import create_model
+from cnnlab.summary import summary
+
+
+def test_basic_cnn_matches_lesson_000():
+    s = summary("basic_cnn")
+    # lesson 000's printout: five rows, then our flatten of the (1, 1, 10) map into logits
+    expected = [
+        ("(None, 15, 15, 16)", 448),
+        ("(None, 7, 7, 16)", 0),
+        ("(None, 3, 3, 32)", 4640),
+        ("(None, 1, 1, 32)", 0),
+        ("(None, 1, 1, 10)", 330),
+    ]
+    assert [(r.keras_shape, r.params) for r in s.rows[:5]] == expected
+    assert s.rows[-1].keras_shape == "(None, 10)"
+    assert (s.counts.total, s.counts.trainable, s.counts.non_trainable) == (5418, 5418, 0)
+    # MACs by hand: 15*15*16*27 + 3*3*32*144 + 32*10
+    assert s.macs == 15 * 15 * 16 * 27 + 3 * 3 * 32 * 144 + 32 * 10
+    assert s.rows[0].macs == 15 * 15 * 16 * 27
+    assert s.param_bytes == 5418 * 4
+
+
+RESNET34_UNITS = [74240] * 3 + [230912] + [295936] * 3 + [920576] + [1181696] * 5 + [
+    3676160] + [4722688] * 2
+
+
+def test_resnet34_lab_rows_match_lesson_001():
+    s = summary("resnet34_lab")
+    units = [r for r in s.rows if r.type == "ResidualUnit"]
+    assert [r.params for r in units] == RESNET34_UNITS
+    shapes = [r.keras_shape for r in units]
+    assert shapes[0] == "(None, 56, 56, 64)"
+    assert shapes[3] == "(None, 28, 28, 128)"
+    assert shapes[7] == "(None, 14, 14, 256)"
+    assert shapes[-1] == "(None, 7, 7, 512)"
+    first = s.rows[0]
+    assert (first.keras_shape, first.params) == ("(None, 112, 112, 64)", 9408)
+    assert s.rows[1].params == 256  # BN: 128 trainable + 128 moving statistics
+    assert s.rows[-1].params == 5130
+    assert (s.counts.total, s.counts.trainable, s.counts.non_trainable) == (
+        21_306_826, 21_289_802, 17_024)
+
+
+def test_depth_opens_blocks():
+    shallow = summary("resnet34_lab", depth=1)
+    deep = summary("resnet34_lab", depth=2)
+    assert len(deep.rows) > len(shallow.rows)
+    assert any(r.name == "layer1.0.conv1" for r in deep.rows)
+    assert sum(r.params for r in deep.rows) == deep.counts.total
+
+
+def test_summary_of_module_and_overrides():
+    model = create_model("vgg16", num_classes=10, input_shape="32x32x3")
+    s = summary(model)
+    assert s.output_shape == (10,)
+    assert s.rows[-1].keras_shape == "(None, 10)"
+    s2 = summary("basic_cnn", input_shape="32x32x1", num_classes=4)
+    assert s2.input_shape == (1, 32, 32)
+    assert s2.output_shape == (4,)
+
+
+def test_summary_counts_frozen_params_as_non_trainable():
+    model = create_model("vgg16_base")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    s = summary(model)
+    assert (s.counts.trainable, s.counts.non_trainable) == (0, 14_714_688)  # lesson 004
+
+
+def test_summary_text_and_print_fn():
+    s = summary("basic_cnn")
+    lines: list[str] = []
+    s.print(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 5,418" in text
+    assert "conv1 (ConvBNAct)" in text and "(None, 15, 15, 16)" in text
+    assert "Non-trainable params: 0" in text
+
+
+def test_summary_does_not_touch_real_module_state():
+    model = nn.Sequential(Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), Dense(4 * 6 * 6, 2))
+    model.train()
+    before = model[1].running_mean.clone()
+    summary(model, "8x8x1")
+    assert model.training
+    assert torch.equal(model[1].running_mean, before)
+    assert int(model[1].num_batches_tracked) == 0
+
+
+def test_summary_bad_input_names_the_shape():
+    with pytest.raises(ShapeError, match="2x2x3"):
+        summary("basic_cnn", input_shape="2x2x3")
+    with pytest.raises(ShapeError, match="input_shape is required"):
+        summary(nn.Linear(3, 2))
+    with pytest.raises(ShapeError, match="depth=0"):
+        summary("basic_cnn", depth=0)
+
+
+def test_explain_basic_cnn_arithmetic():
+    rows = explain("basic_cnn")
+    assert [r.height for r in rows] == [
+        "(32 - 3 + 2*0)/2 + 1 = 15",
+        "(15 - 2 + 2*0)/2 + 1 = 7",
+        "(7 - 3 + 2*0)/2 + 1 = 3",
+        "(3 - 2 + 2*0)/2 + 1 = 1",
+    ]
+
+
+def test_explain_same_padding_at_stride_two():
+    rows = explain("resnet34_lab")
+    stem = rows[0]
+    assert stem.out_shape == (64, 112, 112)
+    assert stem.height.startswith("ceil(224/2) = 112")
+    assert "pads 2+3" in stem.height  # Keras pads the extra pixel at the bottom/right
+
+
+def test_padding_table_lesson_004():
+    table = {p: out for p, out, _ in padding_table(28, 5)}
+    assert table == {"valid": 24, "same": 28, "full": 32}
+    with pytest.raises(ShapeError, match="kernel=0"):
+        padding_table(28, 0)
