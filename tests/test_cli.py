@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -77,3 +78,27 @@ def test_explain_window_and_model():
     assert "(14 - 5 + 2*0)/1 + 1 = 10" in model.output  # C3 'valid'
     missing = run("explain")
     assert missing.exit_code == 2 and "give a MODEL" in missing.output
+
+
+SPECS = Path(__file__).resolve().parents[1] / "examples" / "specs"
+
+
+def test_summary_of_spec_files():
+    graph = run("summary", str(SPECS / "two_branch.yaml"))
+    assert graph.exit_code == 0, graph.output
+    assert "Connected to" in graph.output and "left_out, right" in graph.output
+    lenet = run("summary", str(SPECS / "lenet5.yaml"), "-i", "32x32x1", "--classes", "4")
+    assert lenet.exit_code == 0, lenet.output
+    assert "(None, 32, 32, 6)" in lenet.output and "(None, 4)" in lenet.output
+    assert "Connected to" not in lenet.output  # a chain prints like a Sequential model
+
+
+def test_bad_spec_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: 8x8x1\nlayers:\n  - conv: {filters: 4, kernel: 3}\n  - convolve: {}\n")
+    result = run("summary", str(bad))
+    assert result.exit_code == 2
+    assert "layer 2" in result.output and "'convolve'" in result.output
+    assert "Traceback" not in result.output
+    missing = run("summary", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 2 and "nope.yaml" in missing.output

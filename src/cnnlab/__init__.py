@@ -18,8 +18,7 @@ from cnnlab.errors import CnnlabError, ShapeError, SpecError, UnknownModelError
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info, register_model
 from cnnlab.params import ParamCounts, count_params
-
-# from cnnlab.spec import build_from_spec  (re-enabled when spec lands)
+from cnnlab.spec import build_from_spec
 from cnnlab.summary import ModelSummary, summary
 
 __all__ = [
@@ -30,6 +29,7 @@ __all__ = [
     "SpecError",
     "UnknownModelError",
     "__version__",
+    "build_from_spec",
 
     "count_params",
     "create_model",

@@ -171,10 +171,20 @@ def resolve_model(
         if isinstance(model, Mapping) or Path(str(model)).suffix.lower() in SPEC_SUFFIXES:
             from cnnlab.spec import build_from_spec
 
-            built = build_from_spec(model, input_shape=shape, num_classes=num_classes)
+            built = build_from_spec(model, input_shape=input_shape, num_classes=num_classes)
         else:
             built = create_model(str(model), num_classes=num_classes, input_shape=input_shape)
     return built, built.cnnlab_meta["input_shape"], built.cnnlab_meta["name"]
+
+
+def _branching_graph(module: nn.Module) -> dict[str, list[str]]:
+    """A spec model's ``{layer: inputs}`` when it branches (Keras' "Connected to"), else {}."""
+    graph = getattr(module, "graph", None)
+    if not isinstance(graph, dict):
+        return {}
+    names = ["input", *graph]
+    chain = all(inputs == [names[i]] for i, inputs in enumerate(graph.values()))
+    return {} if chain else graph
 
 
 def summary(
@@ -198,9 +208,11 @@ def summary(
     if depth < 1:
         raise ShapeError(f"depth={depth!r} must be >= 1")
     module, shape, name = resolve_model(model, input_shape, num_classes)
-    mods = list(layer_modules(module, depth))
+    graph = _branching_graph(module)
+    # a spec model keeps its layers in a ModuleDict: rows carry the spec's layer names
+    root = module.layers if isinstance(getattr(module, "graph", None), dict) else module
+    mods = list(layer_modules(root, depth))
     records, out_shape, flops = trace_model(module, shape, mods)
-    graph = getattr(module, "graph", {})
     rows = []
     for qual, m in mods:
         rec = records.get(qual)
@@ -213,7 +225,7 @@ def summary(
                 params=counts.total,
                 trainable=counts.trainable,
                 macs=rec.macs if rec else 0,
-                inputs=tuple(graph.get(qual.rsplit(".", 1)[-1], ())),
+                inputs=tuple(graph.get(qual, ())),
             )
         )
     tensors = [*module.parameters(), *module.buffers()]

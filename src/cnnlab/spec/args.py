@@ -1,0 +1,165 @@
+"""Arguments of spec layers: one `Arg` per field, with a validator that echoes the bad value.
+
+Validators take ``(field, value)`` and return the normalized value (lists become tuples,
+strings are lower-cased) or raise `ArgError`. `ArgError` carries only the field-level text
+(``filters=-8 must be a positive int``); the graph builder prefixes the layer's index and name
+and re-raises it as `cnnlab.errors.SpecError`, so every message is one line of the form
+``layer 3 'conv_3': kernel=5 is larger than the 3x3 input (padding 'valid')``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cnnlab.errors import choices_text
+from cnnlab.layers import ACTIVATION_NAMES
+from cnnlab.layers.padding import PADDING_NAMES
+
+REQUIRED: Any = object()
+"""Default of an argument that the spec must give."""
+
+CLASSES = "classes"
+"""The literal a count argument may take to mean "the model's number of classes"."""
+
+Validator = Callable[[str, Any], Any]
+
+
+class ArgError(Exception):
+    """A bad argument value; the message names the field and the value, not the layer."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a layer type: its validator and its default (`REQUIRED` if none)."""
+
+    validate: Validator
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def show(value: Any) -> str:
+    """A value as it appears in messages: ``5``, ``'same'``, ``[5, 3]``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return repr(value)
+
+
+def is_int(value: Any) -> bool:
+    """True for ints, False for bools (YAML ``true`` is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(field: str, value: Any) -> int:
+    if not is_int(value) or value <= 0:
+        raise ArgError(f"{field}={show(value)} must be a positive int")
+    return value
+
+
+def count_or_classes(field: str, value: Any) -> int | str:
+    """A positive int, or the literal ``classes`` (resolved when the model is built)."""
+    if value == CLASSES:
+        return CLASSES
+    if not is_int(value) or value <= 0:
+        raise ArgError(f"{field}={show(value)} must be a positive int or {CLASSES!r}")
+    return value
+
+
+def optional_positive_int(field: str, value: Any) -> int | None:
+    return None if value is None else positive_int(field, value)
+
+
+def optional_count(field: str, value: Any) -> int | str | None:
+    return None if value is None else count_or_classes(field, value)
+
+
+def window(field: str, value: Any) -> int | tuple[int, int]:
+    """A kernel, stride, dilation or pool size: a positive int or ``[height, width]``."""
+    if is_int(value) and value > 0:
+        return value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(is_int(v) and v > 0 for v in value)
+    ):
+        return (value[0], value[1])
+    raise ArgError(f"{field}={show(value)} must be a positive int or a [height, width] pair")
+
+
+def optional_window(field: str, value: Any) -> int | tuple[int, int] | None:
+    return None if value is None else window(field, value)
+
+
+def padding(field: str, value: Any) -> str | int | tuple[int, int]:
+    """``valid``, ``same``, ``full``, or explicit padding (an int or ``[height, width]``)."""
+    if isinstance(value, str) and value.lower() in PADDING_NAMES:
+        return value.lower()
+    if is_int(value) and value >= 0:
+        return value
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(is_int(v) and v >= 0 for v in value)
+    ):
+        return (value[0], value[1])
+    raise ArgError(
+        f"{field}={show(value)} is not one of: {choices_text(PADDING_NAMES)} "
+        "(or a non-negative int or [height, width] pair)"
+    )
+
+
+def pool_padding(field: str, value: Any) -> str | int | tuple[int, int]:
+    """Pooling padding: ``valid``, ``same`` (Keras) or an explicit int/pair (PyTorch)."""
+    if isinstance(value, str) and value.lower() == "full":
+        raise ArgError(f"{field}={show(value)} is not one of: same, valid (or an int)")
+    return padding(field, value)
+
+
+def activation(field: str, value: Any) -> str | None:
+    """A Keras activation name; ``null``, ``linear`` and ``none`` mean no activation."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in ACTIVATION_NAMES:
+        return value.lower()
+    raise ArgError(f"{field}={show(value)} is not one of: {choices_text(ACTIVATION_NAMES)}")
+
+
+def boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ArgError(f"{field}={show(value)} must be true or false")
+    return value
+
+
+def optional_bool(field: str, value: Any) -> bool | None:
+    return None if value is None else boolean(field, value)
+
+
+def projection(field: str, value: Any) -> bool | str:
+    """Residual skip: ``auto`` (1x1 conv when the shape changes), ``true`` or ``false``."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ArgError(f"{field}={show(value)} is not one of: auto, false, true")
+
+
+def rate(field: str, value: Any) -> float:
+    """A dropout rate in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ArgError(f"{field}={show(value)} must be a number in [0, 1)")
+    return float(value)
+
+
+def positive_float(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ArgError(f"{field}={show(value)} must be a positive number")
+    return float(value)
+
+
+def keras_momentum(field: str, value: Any) -> float:
+    """BatchNorm momentum in Keras convention (``moving = m * moving + (1 - m) * batch``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ArgError(f"{field}={show(value)} must be a number in [0, 1) (Keras convention)")
+    return float(value)
