@@ -230,7 +230,8 @@ def test_override_input_shape_and_num_classes():
     assert model.output_shapes["flatten_5"] == (6 * 6 * 64,)
     # basic_cnn's Dense acts on channels, so at 64x64 its output is 3x3x10, not 10 logits
     message = spec_error(SPECS / "basic_cnn.yaml", input_shape=(64, 64, 3))
-    assert message.startswith("layer 6 'flatten_6': the model output is 90 but classes=10")
+    path = SPECS / "basic_cnn.yaml"
+    assert message.startswith(f"{path}: layer 6 'flatten_6': the model output is 90 but classes=10")
 
 
 def test_spec_without_input_needs_input_shape():

@@ -36,6 +36,18 @@ def build_from_spec(
             value and the valid choices.
     """
     spec = source if isinstance(source, Spec) else load_spec(source)
+    try:
+        return _build(spec, input_shape, num_classes)
+    except SpecError as err:
+        # a mistake in a layer: say which file it is in (load errors already do)
+        if spec.path is None or str(err).startswith(f"{spec.path}:"):
+            raise
+        raise SpecError(f"{spec.path}: {err}") from err
+
+
+def _build(
+    spec: Spec, input_shape: str | Sequence[int] | None, num_classes: int | None
+) -> SpecModel:
     shape = spec.input_shape if input_shape is None else parse_shape(input_shape, "input_shape")
     if shape is None:
         raise SpecError(

@@ -133,9 +133,14 @@ def _conv(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Modul
         raise ArgError(
             f"groups={groups} must divide the input channels ({c}) and filters ({filters})"
         )
+    return _conv_unit(c, filters, a, groups)
+
+
+def _conv_unit(in_channels: int, out_channels: int, a: dict[str, Any], groups: int) -> ConvBNAct:
+    """The `ConvBNAct` of a ``conv`` or ``depthwise`` entry (Keras BatchNorm settings)."""
     return ConvBNAct(
-        c,
-        filters,
+        in_channels,
+        out_channels,
         a["kernel"],
         a["stride"],
         a["padding"],
@@ -153,20 +158,7 @@ def _depthwise(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.
     c = shapes[0][0]
     check_window("kernel", a["kernel"], a["stride"], a["padding"], a["dilation"], shapes[0])
     # Keras DepthwiseConv2D is a grouped conv with one group per input channel
-    return ConvBNAct(
-        c,
-        c * a["depth_multiplier"],
-        a["kernel"],
-        a["stride"],
-        a["padding"],
-        activation=a["activation"],
-        batchnorm=a["batchnorm"],
-        bias=a["bias"],
-        dilation=a["dilation"],
-        groups=c,
-        bn_eps=BN_EPS,
-        bn_momentum=BN_MOMENTUM,
-    )
+    return _conv_unit(c, c * a["depth_multiplier"], a, groups=c)
 
 
 def _separable(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Module:
