@@ -32,14 +32,15 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.test
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(VENV)/.test
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -39,8 +39,15 @@ def test_models_filter_without_match_fails_cleanly():
 def test_summary_basic_cnn():
     result = run("summary", "basic_cnn")
     assert result.exit_code == 0, result.output
-    for text in ("(None, 15, 15, 16)", "(None, 7, 7, 16)", "(None, 3, 3, 32)", "(None, 1, 1, 32)",
-                 "(None, 1, 1, 10)", "Total params: 5,418", "Non-trainable params: 0"):
+    for text in (
+        "(None, 15, 15, 16)",
+        "(None, 7, 7, 16)",
+        "(None, 3, 3, 32)",
+        "(None, 1, 1, 32)",
+        "(None, 1, 1, 10)",
+        "Total params: 5,418",
+        "Non-trainable params: 0",
+    ):
         assert text in result.output
 
 

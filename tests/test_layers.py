@@ -28,8 +28,14 @@ from cnnlab.params import count_params
 
 @pytest.mark.parametrize(
     ("size", "k", "s", "pads"),
-    [(32, 3, 2, (0, 1)), (31, 3, 2, (1, 1)), (224, 7, 2, (2, 3)), (28, 5, 1, (2, 2)),
-     (28, 2, 1, (0, 1)), (5, 3, 3, (0, 1))],
+    [
+        (32, 3, 2, (0, 1)),
+        (31, 3, 2, (1, 1)),
+        (224, 7, 2, (2, 3)),
+        (28, 5, 1, (2, 2)),
+        (28, 2, 1, (0, 1)),
+        (5, 3, 3, (0, 1)),
+    ],
 )
 def test_same_pads_follow_tensorflow(size, k, s, pads):
     assert same_pads(size, k, s) == pads

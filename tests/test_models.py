@@ -16,11 +16,33 @@ ALL = [info.name for info in registered_models()]
 def test_registry_is_populated():
     # every row of REFERENCE.md's table
     expected = {
-        "basic_cnn", "vgg16", "vgg6", "vgg10", "residual_cnn_lab", "fashion_cnn",
-        "resnet34_lab", "alexnet_lab", "lenet5", "inception_mini", "mini_resnet",
-        "mini_resnet_bn", "conv_demo", "separable_demo", "dense_flowers", "simple_cnn_flowers",
-        "conv_stack_flowers", "squeezenet_flowers", "fmnist_cnn", "vgg16_base", "xception",
-        "mobilenet_v2", "googlenet", "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet34",
+        "basic_cnn",
+        "vgg16",
+        "vgg6",
+        "vgg10",
+        "residual_cnn_lab",
+        "fashion_cnn",
+        "resnet34_lab",
+        "alexnet_lab",
+        "lenet5",
+        "inception_mini",
+        "mini_resnet",
+        "mini_resnet_bn",
+        "conv_demo",
+        "separable_demo",
+        "dense_flowers",
+        "simple_cnn_flowers",
+        "conv_stack_flowers",
+        "squeezenet_flowers",
+        "fmnist_cnn",
+        "vgg16_base",
+        "xception",
+        "mobilenet_v2",
+        "googlenet",
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "resnet18",
+        "resnet34",
         "resnet50",
     }
     assert expected <= set(ALL), sorted(expected - set(ALL))
@@ -29,9 +51,9 @@ def test_registry_is_populated():
 @pytest.mark.parametrize("name", ALL)
 def test_reference_param_counts(name):
     info = model_info(name)
-    assert any(
-        v is not None for v in (info.params_total, info.params_trainable)
-    ), f"{name} has no reference count"
+    assert any(v is not None for v in (info.params_total, info.params_trainable)), (
+        f"{name} has no reference count"
+    )
     with torch.device("meta"):
         model = create_model(name)
     counts = count_params(model)

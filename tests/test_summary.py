@@ -32,8 +32,9 @@ def test_basic_cnn_matches_lesson_000():
     assert s.param_bytes == 5418 * 4
 
 
-RESNET34_UNITS = [74240] * 3 + [230912] + [295936] * 3 + [920576] + [1181696] * 5 + [
-    3676160] + [4722688] * 2
+RESNET34_UNITS = (
+    [74240] * 3 + [230912] + [295936] * 3 + [920576] + [1181696] * 5 + [3676160] + [4722688] * 2
+)
 
 
 def test_resnet34_lab_rows_match_lesson_001():
@@ -50,7 +51,10 @@ def test_resnet34_lab_rows_match_lesson_001():
     assert s.rows[1].params == 256  # BN: 128 trainable + 128 moving statistics
     assert s.rows[-1].params == 5130
     assert (s.counts.total, s.counts.trainable, s.counts.non_trainable) == (
-        21_306_826, 21_289_802, 17_024)
+        21_306_826,
+        21_289_802,
+        17_024,
+    )
 
 
 def test_depth_opens_blocks():

@@ -30,7 +30,6 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "build_from_spec",
-
     "count_params",
     "create_model",
     "explain",

@@ -42,7 +42,15 @@ def zoo_rows(pattern: str | None = None) -> list[ZooRow]:
         _, _, flops = trace_model(model, info.input_shape, [])
         counts = count_params(model)
         rows.append(
-            ZooRow(name, counts.total, counts.non_trainable, flops // 2, info.input_hwc,
-                   info.num_classes, info.source, info.description)
+            ZooRow(
+                name,
+                counts.total,
+                counts.non_trainable,
+                flops // 2,
+                info.input_hwc,
+                info.num_classes,
+                info.source,
+                info.description,
+            )
         )
     return rows

@@ -93,13 +93,28 @@ def models_cmd(
     if not rows:
         _fail(f"no model matches --filter {filter!r}; run `cnnlab models` for the list")
     table = Table(title=f"cnnlab model zoo ({len(rows)} models)")
-    for col, justify in [("name", "left"), ("params", "right"), ("non-train.", "right"),
-                         ("MACs", "right"), ("input", "left"), ("classes", "right"),
-                         ("source", "left")]:
+    for col, justify in [
+        ("name", "left"),
+        ("params", "right"),
+        ("non-train.", "right"),
+        ("MACs", "right"),
+        ("input", "left"),
+        ("classes", "right"),
+        ("source", "left"),
+    ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(*_cells(r.name, f"{r.params:,}", f"{r.non_trainable:,}", r.macs_text,
-                              r.input, str(r.classes or "-"), r.source))
+        table.add_row(
+            *_cells(
+                r.name,
+                f"{r.params:,}",
+                f"{r.non_trainable:,}",
+                r.macs_text,
+                r.input,
+                str(r.classes or "-"),
+                r.source,
+            )
+        )
     console.print(table)
 
 
@@ -138,8 +153,13 @@ def _print_explain(rows) -> None:
 def summary_cmd(
     model: Annotated[str, typer.Argument(help="Registry name or spec file (.yaml/.json).")],
     input_shape: ShapeOpt = None,
-    classes: Annotated[int | None, typer.Option("--classes", "-c", help="Classes.")] = None,
-    depth: Annotated[int, typer.Option("--depth", "-d", help="Open composite blocks.")] = 1,
+    classes: Annotated[
+        int | None,
+        typer.Option("--classes", "-c", help="Classes of the head (default: the model's)."),
+    ] = None,
+    depth: Annotated[
+        int, typer.Option("--depth", "-d", help="1: top-level layers; 2+: open composite blocks.")
+    ] = 1,
     explain: Annotated[
         bool, typer.Option("--explain", help="Also show each conv/pool's output-size arithmetic.")
     ] = False,

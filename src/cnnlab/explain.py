@@ -58,9 +58,15 @@ def _row(name: str, module: nn.Module, in_shape: Shape, out_shape: Shape) -> Exp
     ]
     pads = {_padding_of(module, 0), _padding_of(module, 1)}
     return ExplainRow(
-        name=name, type=type(module).__name__, kernel=k, stride=s,
+        name=name,
+        type=type(module).__name__,
+        kernel=k,
+        stride=s,
         padding="/".join(str(p) for p in sorted(pads, key=str)),
-        in_shape=in_shape, out_shape=out_shape, height=texts[0], width=texts[1],
+        in_shape=in_shape,
+        out_shape=out_shape,
+        height=texts[0],
+        width=texts[1],
     )
 
 

@@ -30,9 +30,7 @@ def parse_input_shape(value: str | Sequence[int]) -> Shape:
     if isinstance(value, str):
         m = _SHAPE_RE.match(value)
         if not m:
-            raise ShapeError(
-                f"input shape {value!r} is not HxWxC (for example 32x32x3 or 28x28x1)"
-            )
+            raise ShapeError(f"input shape {value!r} is not HxWxC (for example 32x32x3 or 28x28x1)")
         h, w, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
     else:
         dims = list(value)

@@ -89,7 +89,7 @@ def trace_model(
     model.eval()  # BatchNorm in train mode rejects a batch of one
     try:
         on_meta = any(p.is_meta for p in model.parameters())
-        for meta in ([True] if on_meta else [True, False]):
+        for meta in [True] if on_meta else [True, False]:
             records: dict[str, TraceRecord] = {}
             counter = FlopCounterMode(display=False)
             handles = _install_hooks(modules, records, counter)

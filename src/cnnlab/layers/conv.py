@@ -79,9 +79,7 @@ class Conv2d(nn.Conv2d):
                 f"kernel={kernel_size!r}, stride={stride!r}, dilation={dilation!r} must be > 0"
             )
         static = static_padding(padding, k, s, d)
-        super().__init__(
-            in_channels, out_channels, k, s, static or 0, d, groups=groups, bias=bias
-        )
+        super().__init__(in_channels, out_channels, k, s, static or 0, d, groups=groups, bias=bias)
         self.keras_padding = padding
         self._dynamic = static is None
 
@@ -112,8 +110,14 @@ class DepthwiseConv2d(Conv2d):
         bias: bool = True,
     ) -> None:
         super().__init__(
-            in_channels, in_channels * depth_multiplier, kernel_size, stride, padding, dilation,
-            groups=in_channels, bias=bias,
+            in_channels,
+            in_channels * depth_multiplier,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups=in_channels,
+            bias=bias,
         )
 
 
@@ -152,8 +156,19 @@ class ConvBNAct(nn.Sequential):
     ) -> None:
         use_bias = (not batchnorm) if bias is None else bias
         parts: list[tuple[str, nn.Module]] = [
-            ("conv", Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                            groups, use_bias))
+            (
+                "conv",
+                Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    use_bias,
+                ),
+            )
         ]
         if batchnorm:
             parts.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)))

@@ -53,8 +53,9 @@ class InceptionModule(nn.Module):
         super().__init__()
 
         def unit(cin: int, cout: int, k: int) -> ConvBNAct:
-            return ConvBNAct(cin, cout, k, 1, "same", activation=activation,
-                             batchnorm=batchnorm, bn_eps=bn_eps)
+            return ConvBNAct(
+                cin, cout, k, 1, "same", activation=activation, batchnorm=batchnorm, bn_eps=bn_eps
+            )
 
         def tower(red: int | None, cout: int, k: int) -> nn.Sequential:
             if red is None:

@@ -92,8 +92,13 @@ def output_size(
 
 
 def explain_size(
-    size: int, kernel: int, stride: int = 1, padding: Padding = "valid", dilation: int = 1,
-    axis: int = 0, ceil_mode: bool = False,
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    padding: Padding = "valid",
+    dilation: int = 1,
+    axis: int = 0,
+    ceil_mode: bool = False,
 ) -> str:
     """The arithmetic behind :func:`output_size` as a line a student can check by hand.
 

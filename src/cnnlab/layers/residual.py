@@ -20,8 +20,14 @@ def _norm(channels: int, batchnorm: bool, eps: float, momentum: float) -> nn.Mod
 
 
 def _projection(
-    in_channels: int, out_channels: int, stride: int, projection: bool | str,
-    batchnorm: bool, bias: bool, eps: float, momentum: float,
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    projection: bool | str,
+    batchnorm: bool,
+    bias: bool,
+    eps: float,
+    momentum: float,
 ) -> nn.Module | None:
     needs = stride != 1 or in_channels != out_channels
     if projection == "auto":
