@@ -131,37 +131,30 @@ def test_vgg_class_builds_from_any_cfg():
 # --- LeNet ---------------------------------------------------------------------------------
 
 LENET_LAYERS = ("c1", "s2", "c3", "s4", "c5", "flatten", "f6", "output")
+# both variants print the same maps: 002 pads C1 'same' at 28x28, 001 is 'valid' at 32x32
+LENET_SHAPES = [
+    chw(28, 28, 6),
+    chw(14, 14, 6),
+    chw(10, 10, 16),
+    chw(5, 5, 16),
+    chw(1, 1, 120),
+    (120,),
+    (84,),
+    (10,),
+]
 
 
 def test_lenet5_layer_shapes_lesson_002():
     model = create_model("lenet5")
     shapes = layer_shapes(model, (1, 28, 28), *LENET_LAYERS)
-    assert [shapes[n] for n in LENET_LAYERS] == [
-        chw(28, 28, 6),
-        chw(14, 14, 6),
-        chw(10, 10, 16),
-        chw(5, 5, 16),
-        chw(1, 1, 120),
-        (120,),
-        (84,),
-        (10,),
-    ]
+    assert [shapes[n] for n in LENET_LAYERS] == LENET_SHAPES
     assert isinstance(model.s2, nn.MaxPool2d)
 
 
 def test_lenet5_classic_layer_shapes_lesson_001_table():
     model = create_model("lenet5_classic")
     shapes = layer_shapes(model, (1, 32, 32), *LENET_LAYERS)
-    assert [shapes[n] for n in LENET_LAYERS] == [
-        chw(28, 28, 6),
-        chw(14, 14, 6),
-        chw(10, 10, 16),
-        chw(5, 5, 16),
-        chw(1, 1, 120),
-        (120,),
-        (84,),
-        (10,),
-    ]
+    assert [shapes[n] for n in LENET_LAYERS] == LENET_SHAPES
     assert isinstance(model.s2.pool, nn.AvgPool2d)
     assert isinstance(model.s2.act, nn.Tanh)
     assert isinstance(create_model("lenet5_classic", pool_activation=None).s4, nn.AvgPool2d)
