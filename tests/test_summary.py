@@ -96,9 +96,11 @@ def test_summary_text_and_print_fn():
 def test_summary_does_not_touch_real_module_state():
     model = nn.Sequential(Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), Dense(4 * 6 * 6, 2))
     model.train()
+    model[1].eval()  # a frozen BatchNorm inside a training model keeps its own mode
     before = model[1].running_mean.clone()
     summary(model, "8x8x1")
-    assert model.training
+    assert model.training and model[0].training
+    assert not model[1].training
     assert torch.equal(model[1].running_mean, before)
     assert int(model[1].num_batches_tracked) == 0
 

@@ -16,6 +16,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.errors import ShapeError
+from cnnlab.layers.shape_infer import eval_mode
 from cnnlab.shapes import Shape, hwc
 
 
@@ -27,6 +28,7 @@ class TraceRecord:
     out_shape: Shape | None = None
     flops: int = 0
     calls: int = 0
+    start: int = field(default=0, repr=False)  # FLOP counter when the current call began
 
     @property
     def macs(self) -> int:
@@ -49,11 +51,11 @@ def _install_hooks(modules, records, counter):
 
         def pre(_m, args, rec=rec):
             rec.in_shapes = [s for s in (_shape_of(a) for a in args) if s is not None]
-            rec._start = counter.get_total_flops()  # type: ignore[attr-defined]
+            rec.start = counter.get_total_flops()
 
         def post(_m, _args, out, rec=rec):
             rec.out_shape = _shape_of(out)
-            rec.flops += counter.get_total_flops() - rec._start  # type: ignore[attr-defined]
+            rec.flops += counter.get_total_flops() - rec.start
             rec.calls += 1
 
         handles.append(module.register_forward_pre_hook(pre))
@@ -61,7 +63,7 @@ def _install_hooks(modules, records, counter):
     return handles
 
 
-def _run(model: nn.Module, input_shape: Shape, meta: bool) -> torch.Tensor:
+def _forward(model: nn.Module, input_shape: Shape, meta: bool) -> torch.Tensor:
     if meta:
         state = {
             n: torch.empty_like(t, device="meta")
@@ -72,10 +74,29 @@ def _run(model: nn.Module, input_shape: Shape, meta: bool) -> torch.Tensor:
     return model(torch.zeros((1, *input_shape), device=device))
 
 
+def _trace_once(
+    model: nn.Module, input_shape: Shape, modules: list[tuple[str, nn.Module]], meta: bool
+) -> tuple[dict[str, TraceRecord], Shape, int]:
+    records: dict[str, TraceRecord] = {}
+    counter = FlopCounterMode(display=False)
+    handles = _install_hooks(modules, records, counter)
+    try:
+        with torch.no_grad(), counter:
+            out = _forward(model, input_shape, meta)
+    except RuntimeError as err:
+        raise ShapeError(
+            f"input {hwc(input_shape)} does not fit the model: {str(err).splitlines()[0]}"
+        ) from err
+    finally:
+        for h in handles:
+            h.remove()
+    return records, tuple(out.shape[1:]), counter.get_total_flops()
+
+
 def trace_model(
     model: nn.Module, input_shape: Shape, modules: Iterable[tuple[str, nn.Module]]
 ) -> tuple[dict[str, TraceRecord], Shape, int]:
-    """Trace ``model`` on one ``(C, H, W)`` input.
+    """Trace ``model`` on one ``(C, H, W)`` input, in eval mode (each module's mode restored).
 
     Returns:
         ``(records by module name, output shape, total FLOPs)``.
@@ -85,28 +106,11 @@ def trace_model(
             and the error PyTorch raised).
     """
     modules = list(modules)
-    was_training = model.training
-    model.eval()  # BatchNorm in train mode rejects a batch of one
-    try:
-        on_meta = any(p.is_meta for p in model.parameters())
-        for meta in [True] if on_meta else [True, False]:
-            records: dict[str, TraceRecord] = {}
-            counter = FlopCounterMode(display=False)
-            handles = _install_hooks(modules, records, counter)
-            try:
-                with torch.no_grad(), counter:
-                    out = _run(model, input_shape, meta)
-                return records, tuple(out.shape[1:]), counter.get_total_flops()
-            except NotImplementedError:
-                if not meta or on_meta:
-                    raise
-            except RuntimeError as err:
-                raise ShapeError(
-                    f"input {hwc(input_shape)} does not fit the model: {str(err).splitlines()[0]}"
-                ) from err
-            finally:
-                for h in handles:
-                    h.remove()
-        raise AssertionError("unreachable")
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            return _trace_once(model, input_shape, modules, meta=True)
+        except NotImplementedError:
+            if any(p.is_meta for p in model.parameters()):
+                raise
+            # an operation without a meta kernel: trace a real batch of one instead
+            return _trace_once(model, input_shape, modules, meta=False)

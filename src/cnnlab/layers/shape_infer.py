@@ -7,12 +7,32 @@ the input shape determines.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from cnnlab.errors import ShapeError
 from cnnlab.shapes import Shape, hwc
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode for a probe run, then give every submodule its own mode back.
+
+    ``module.train(was_training)`` would not do: it sets one mode on every submodule and so
+    would wake up BatchNorm layers that a user froze in eval mode. Eval mode also lets
+    BatchNorm take a probe batch of one (train mode rejects it at 1x1) and traces faster.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
@@ -29,17 +49,11 @@ def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
         for name, t in [*module.named_parameters(), *module.named_buffers()]
     }
     inputs = tuple(torch.empty((1, *s), device="meta") for s in in_shapes)
-    # eval mode: train-mode BatchNorm is slower to trace and rejects a batch of one at 1x1
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(module), torch.no_grad():
             out = functional_call(module, state, inputs)
     except RuntimeError as err:
         shapes = " and ".join(hwc(s) for s in in_shapes)
         reason = str(err).strip().splitlines()[0]
         raise ShapeError(f"{type(module).__name__} cannot take a {shapes} input: {reason}") from err
-    finally:
-        for m, training in modes:
-            m.training = training
     return tuple(out.shape[1:])

@@ -239,17 +239,13 @@ def build_layer(
         module = lt.build(node.entry.args, shapes, ctx)
     except (ArgError, ShapeError) as e:
         raise SpecError(f"{node.where}: {e}") from None
-    training = module.training
     try:
-        # eval mode: BatchNorm1d refuses the 1-sample probe batch in training mode
-        out = infer_output_shape(module.eval(), *shapes)
+        out = infer_output_shape(module, *shapes)
     except (RuntimeError, ValueError) as e:
         err = e.__cause__ or e  # infer_output_shape wraps torch's error in a ShapeError
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         ins = ", ".join(f"{s!r} ({hwc(sh)})" for s, sh in zip(node.sources, shapes, strict=True))
         raise SpecError(f"{node.where}: {lt.name} cannot take {ins}: {reason}") from None
-    finally:
-        module.train(training)
     return module, out
 
 
