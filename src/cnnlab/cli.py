@@ -119,17 +119,11 @@ def models_cmd(
 
 
 def _print_summary(s, explain_rows=None) -> None:
-    graph = any(r.inputs for r in s.rows)
-    table = Table(title=f'Model: "{s.name}"  input {s.input_hwc}', title_justify="left")
-    table.add_column("Layer (type)")
-    table.add_column("Output Shape")
-    table.add_column("Param #", justify="right")
-    table.add_column("MACs", justify="right")
-    if graph:
-        table.add_column("Connected to")
-    for r in s.rows:
-        cells = [f"{r.name} ({r.type})", r.keras_shape, f"{r.params:,}", f"{r.macs:,}"]
-        table.add_row(*_cells(*cells, *([", ".join(r.inputs)] if graph else [])))
+    table = Table(title=s.title, title_justify="left")
+    for col in s.columns():
+        table.add_column(col, justify="right" if col in ("Param #", "MACs") else "left")
+    for cells in s.cells():
+        table.add_row(*_cells(*cells))
     console.print(table)
     for line in s.totals_lines():
         console.print(line, highlight=False)
@@ -166,11 +160,12 @@ def summary_cmd(
 ) -> None:
     """Keras-style summary: output shapes, params, trainable/non-trainable, MACs."""
     from cnnlab.explain import explain as explain_fn
-    from cnnlab.summary import summary
+    from cnnlab.summary import resolve_model, summary
 
-    s = summary(model, input_shape, num_classes=classes, depth=depth)
-    rows = explain_fn(model, input_shape) if explain else None
-    _print_summary(s, rows)
+    # build once (on the meta device) for both tables
+    module, _, _ = resolve_model(model, input_shape, num_classes=classes)
+    s = summary(module, depth=depth)
+    _print_summary(s, explain_fn(module) if explain else None)
 
 
 @app.command("explain")

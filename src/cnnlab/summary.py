@@ -90,24 +90,37 @@ class ModelSummary:
             f"MACs: {self.macs:,} per image ({_human_count(self.flops)}FLOPs)",
         ]
 
+    @property
+    def title(self) -> str:
+        """``Model: "basic_cnn"  input 32x32x3``."""
+        return f'Model: "{self.name}"  input {self.input_hwc}'
+
+    def columns(self) -> list[str]:
+        """Column headers; "Connected to" only for a branching spec model, as Keras does."""
+        cols = ["Layer (type)", "Output Shape", "Param #", "MACs"]
+        return [*cols, "Connected to"] if any(r.inputs for r in self.rows) else cols
+
+    def cells(self) -> list[list[str]]:
+        """The table body as strings, one list per row, matching :meth:`columns`."""
+        graph = len(self.columns()) == 5
+        return [
+            [f"{r.name} ({r.type})", r.keras_shape, f"{r.params:,}", f"{r.macs:,}"]
+            + ([", ".join(r.inputs)] if graph else [])
+            for r in self.rows
+        ]
+
     def to_text(self, width: int = 98) -> str:
         """The summary as plain text, laid out like Keras' ``model.summary()``."""
-        graph = any(r.inputs for r in self.rows)
-        cols = [("Layer (type)", 36), ("Output Shape", 22), ("Param #", 14), ("MACs", 16)]
-        if graph:
-            cols.append(("Connected to", 24))
-        lines = [f'Model: "{self.name}"  input {hwc(self.input_shape)}', "=" * width]
-        lines.append("".join(h.ljust(w) for h, w in cols).rstrip())
-        lines.append("=" * width)
-        for r in self.rows:
-            cells = [f"{r.name} ({r.type})", r.keras_shape, f"{r.params:,}", f"{r.macs:,}"]
-            if graph:
-                cells.append(", ".join(r.inputs))
-            row = "".join(c.ljust(w) for c, (_, w) in zip(cells, cols, strict=False))
-            lines.append(row.rstrip())
-        lines.append("=" * width)
-        lines.extend(self.totals_lines())
-        return "\n".join(lines)
+        widths = (36, 22, 14, 16, 24)
+
+        def line(cells: list[str]) -> str:
+            return "".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
+
+        rule = "=" * width
+        body = [line(cells) for cells in self.cells()]
+        return "\n".join(
+            [self.title, rule, line(self.columns()), rule, *body, rule, *self.totals_lines()]
+        )
 
     def print(self, print_fn: Callable[[str], Any] = print) -> None:
         """Print :meth:`to_text` line by line through ``print_fn`` (Keras' ``print_fn``)."""
