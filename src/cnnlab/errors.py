@@ -30,3 +30,23 @@ class SpecError(CnnlabError, ValueError):
 def choices_text(choices) -> str:
     """Format a collection of valid choices for an error message."""
     return ", ".join(sorted(str(c) for c in choices))
+
+
+class DataError(CnnlabError, ValueError):
+    """A dataset, file or data option that cannot be used; the message names the file or value."""
+
+
+class UnknownDatasetError(DataError):
+    """A dataset name that is neither registered nor an existing folder."""
+
+
+class ChecksumError(DataError):
+    """A downloaded file whose size or checksum differs from the expected one."""
+
+
+class UnsafeArchiveError(DataError):
+    """An archive member that would land outside the extraction directory (or is a link)."""
+
+
+class CorruptImageError(DataError):
+    """An image file that cannot be decoded (truncated, corrupt or not an image)."""

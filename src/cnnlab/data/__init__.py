@@ -1,0 +1,21 @@
+"""Datasets and input pipelines: registry, downloads, image folders, device batches, shards."""
+
+from cnnlab.data import digits  # noqa: F401  (registers "digits")
+from cnnlab.data.config import LoadOptions, cnnlab_home
+from cnnlab.data.datasets import load_dataset, load_splits, parse_image_size
+from cnnlab.data.imageset import DatasetSplits, ImageSet
+from cnnlab.data.registry import DatasetInfo, dataset_info, list_datasets, register_dataset
+
+__all__ = [
+    "DatasetInfo",
+    "DatasetSplits",
+    "ImageSet",
+    "LoadOptions",
+    "cnnlab_home",
+    "dataset_info",
+    "list_datasets",
+    "load_dataset",
+    "load_splits",
+    "parse_image_size",
+    "register_dataset",
+]

@@ -1,0 +1,38 @@
+"""Rich progress bars that cost nothing when turned off (tests, pipes, library use)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+@contextlib.contextmanager
+def progress_bar(
+    description: str, total: int | None, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``: a Rich bar on stderr when ``enabled``, a no-op otherwise."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    from rich.console import Console
+
+    with Progress(*columns, console=Console(stderr=True), transient=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
