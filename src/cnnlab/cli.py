@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from collections.abc import Callable
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from cnnlab.cli_common import cells, console, fail, user_errors
+from cnnlab.cli_data import data_app
 
 app = typer.Typer(
     name="cnnlab",
@@ -27,41 +19,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Wide enough for summary tables when the output is a file or a CI log rather than a terminal.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+app.add_typer(data_app, name="data")
 
 ShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")
 ]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `CnnlabError` raised by a command into one red line and exit status 2.
-
-    Set ``CNNLAB_DEBUG=1`` to see the traceback instead.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except CnnlabError as err:
-            if os.environ.get("CNNLAB_DEBUG"):
-                raise
-            _fail(str(err))
-
-    return wrapper
-
-
-def _cells(*values: str) -> list[str]:
-    """Table cells shown literally (``[same pads 0+1]`` is arithmetic, not Rich markup)."""
-    return [escape(v) for v in values]
 
 
 def _version(value: bool) -> None:
@@ -91,7 +53,7 @@ def models_cmd(
 
     rows = zoo_rows(filter)
     if not rows:
-        _fail(f"no model matches --filter {filter!r}; run `cnnlab models` for the list")
+        fail(f"no model matches --filter {filter!r}; run `cnnlab models` for the list")
     table = Table(title=f"cnnlab model zoo ({len(rows)} models)")
     for col, justify in [
         ("name", "left"),
@@ -105,7 +67,7 @@ def models_cmd(
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         table.add_row(
-            *_cells(
+            *cells(
                 r.name,
                 f"{r.params:,}",
                 f"{r.non_trainable:,}",
@@ -122,8 +84,8 @@ def _print_summary(s, explain_rows=None) -> None:
     table = Table(title=s.title, title_justify="left")
     for col in s.columns():
         table.add_column(col, justify="right" if col in ("Param #", "MACs") else "left")
-    for cells in s.cells():
-        table.add_row(*_cells(*cells))
+    for row in s.cells():
+        table.add_row(*cells(*row))
     console.print(table)
     for line in s.totals_lines():
         console.print(line, highlight=False)
@@ -138,7 +100,7 @@ def _print_explain(rows) -> None:
     for r in rows:
         window = f"{r.type} {r.kernel[0]}x{r.kernel[1]}/{r.stride[0]} {r.padding}"
         width = "same as height" if r.width == r.height else r.width
-        table.add_row(*_cells(r.name, window, r.height, width))
+        table.add_row(*cells(r.name, window, r.height, width))
     console.print(table)
 
 
@@ -183,13 +145,13 @@ def explain_cmd(
     from cnnlab.explain import explain, padding_table
 
     if model is None and size is None:
-        _fail("give a MODEL (name or spec) or --size N [--kernel K --stride S]")
+        fail("give a MODEL (name or spec) or --size N [--kernel K --stride S]")
     if model is None:
         table = Table(title=f"input {size}, kernel {kernel}, stride {stride}")
         for col in ("padding", "output", "arithmetic"):
             table.add_column(col)
         for pad, out, text in padding_table(size, kernel, stride):  # type: ignore[arg-type]
-            table.add_row(*_cells(pad, str(out), text))
+            table.add_row(*cells(pad, str(out), text))
         console.print(table)
         return
     _print_explain(explain(model, input_shape))

@@ -1,6 +1,6 @@
 """Datasets and input pipelines: registry, downloads, image folders, device batches, shards."""
 
-from cnnlab.data import digits  # noqa: F401  (registers "digits")
+from cnnlab.data import digits, remote  # noqa: F401  (register the named datasets)
 from cnnlab.data.config import LoadOptions, cnnlab_home
 from cnnlab.data.datasets import load_dataset, load_splits, parse_image_size
 from cnnlab.data.imageset import DatasetSplits, ImageSet

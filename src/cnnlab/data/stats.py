@@ -1,0 +1,87 @@
+"""Dataset statistics for ``cnnlab data stats``: counts per class, image sizes, mean/std."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from cnnlab.data.config import LoadOptions
+from cnnlab.data.datasets import is_registered, load_splits
+from cnnlab.data.imageset import ImageSet
+from cnnlab.data.normalize import channel_stats
+
+
+@dataclass
+class SplitStats:
+    """Statistics of one decoded split.
+
+    Attributes:
+        name: e.g. "cifar10/train".
+        count: images in the split.
+        class_counts: images per class name.
+        shape: decoded (C, H, W).
+        mean, std: per channel, on the [0, 1] scale (what ``--normalize standardize`` uses).
+        skipped: files that could not be decoded.
+    """
+
+    name: str
+    count: int
+    class_counts: dict[str, int]
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    skipped: int = 0
+
+
+@dataclass
+class DataStats:
+    """Statistics of every split of a source, and the files' own sizes for a folder."""
+
+    source: str
+    classes: list[str]
+    splits: list[SplitStats]
+    file_sizes: Counter = field(default_factory=Counter)  # (H, W) -> files, folders only
+
+
+def split_stats(images: ImageSet) -> SplitStats:
+    """Counts, shape and per-channel mean/std of one split."""
+    mean, std = channel_stats(images) if len(images) else ((), ())
+    return SplitStats(
+        images.name,
+        len(images),
+        images.class_counts(),
+        images.shape,
+        mean,
+        std,
+        len(images.skipped),
+    )
+
+
+def file_sizes(paths: list[str]) -> Counter:
+    """(H, W) of each image file read from its header; unreadable files are left out."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes: Counter = Counter()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes[(image.height, image.width)] += 1
+        except (OSError, UnidentifiedImageError):
+            continue
+    return sizes
+
+
+def dataset_stats(
+    source: str | os.PathLike, options: LoadOptions | None = None, **overrides
+) -> DataStats:
+    """Load ``source`` (see :func:`~cnnlab.data.load_splits`) and describe every split."""
+    splits = load_splits(source, options, **overrides)
+    present = [s for s in (splits.train, splits.val, splits.test) if s is not None]
+    sizes: Counter = Counter()
+    if not is_registered(source):
+        from cnnlab.data.folder import scan_folder
+
+        layout = scan_folder(source)
+        sizes = file_sizes([f for split in layout.splits.values() for f in split.files])
+    return DataStats(str(source), splits.train.classes, [split_stats(s) for s in present], sizes)
