@@ -67,3 +67,24 @@ def test_data_errors_are_one_line(tmp_path):
     assert "unknown dataset" in result.output and "digits" in result.output
     bad = run("data", "stats", "digits", "--image-size", "abc")
     assert bad.exit_code == 2 and "'abc'" in bad.output
+
+
+def test_data_pack_then_stats_and_show(tmp_path):
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=6)
+    out = tmp_path / "pack"
+    result = run("data", "pack", tmp_path / "d", out, "--shards", "2", "--val-split", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "train: 6 images in 2 shards" in result.output
+    assert "val: 6 images in 2 shards" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "train-00000.tar",
+        "train-00001.tar",
+        "val-00000.tar",
+        "val-00001.tar",
+    ]
+    stats = run("data", "stats", out)
+    assert stats.exit_code == 0, stats.output
+    assert "8x8x3" in stats.output
+    again = run("data", "pack", "digits", out)
+    assert again.exit_code == 2 and str(out) in again.output  # another pack is there

@@ -7,6 +7,8 @@ The public API:
 - :func:`build_from_spec` — a model from a declarative YAML/JSON/dict spec.
 - :func:`summary`, :func:`explain`, :func:`count_params` — Keras-style summaries, output-size
   arithmetic, parameter counts.
+- :func:`load_dataset`, :func:`list_datasets`, :func:`build_loaders` — datasets and input
+  pipelines (more in :mod:`cnnlab.data`).
 
 Shapes that users write are height x width x channels (``"32x32x3"``), as in the lessons;
 tensors are NCHW.
@@ -14,7 +16,8 @@ tensors are NCHW.
 
 __version__ = "0.1.0"
 
-from cnnlab.errors import CnnlabError, ShapeError, SpecError, UnknownModelError
+from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
+from cnnlab.errors import CnnlabError, DataError, ShapeError, SpecError, UnknownModelError
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info, register_model
 from cnnlab.params import ParamCounts, count_params
@@ -23,6 +26,8 @@ from cnnlab.summary import ModelSummary, summary
 
 __all__ = [
     "CnnlabError",
+    "DataConfig",
+    "DataError",
     "ModelSummary",
     "ParamCounts",
     "ShapeError",
@@ -30,10 +35,14 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "build_from_spec",
+    "build_loaders",
     "count_params",
     "create_model",
     "explain",
+    "list_datasets",
     "list_models",
+    "load_dataset",
+    "load_splits",
     "model_info",
     "register_model",
     "summary",

@@ -177,3 +177,34 @@ def stats_cmd(
         console.print(
             f"file sizes: {len(stats.file_sizes)} distinct; most common: {common}", highlight=False
         )
+
+
+@data_app.command("pack")
+@user_errors
+def pack_cmd(
+    source: SourceArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write the shards and manifest.json to.")],
+    shards: Annotated[int, typer.Option("--shards", help="Shards per split.")] = 16,
+    image_size: SizeOpt = None,
+    channels: ChannelsOpt = None,
+    val_split: ValSplitOpt = 0.1,
+    seed: SeedOpt = 0,
+    strict: StrictOpt = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace another pack already in OUT.")
+    ] = False,
+    root: RootOpt = None,
+    no_download: NoDownloadOpt = False,
+) -> None:
+    """Pack a folder or dataset into tar shards (WebDataset layout) for streaming."""
+    from cnnlab.data.shards import pack_shards
+
+    opts = load_options(image_size, channels, val_split, seed, strict, root, no_download)
+    with shown_warnings():
+        manifest = pack_shards(source, out, shards, opts, overwrite=overwrite)
+    for split, record in manifest["splits"].items():
+        console.print(
+            f"{split}: {record['num_samples']:,} images in {len(record['shards'])} shards",
+            highlight=False,
+        )
+    console.print(f"wrote {out / 'manifest.json'}; stream it with --data {out}", highlight=False)

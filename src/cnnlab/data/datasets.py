@@ -1,8 +1,9 @@
-"""``load_dataset`` / ``load_splits``: any registered dataset or folder of images, decoded.
+"""``load_dataset`` / ``load_splits``: any registered dataset, image folder or shard pack, decoded.
 
 A source is a registered name (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``,
-``flowers``) or a path to a folder of images. A registered name wins over a folder of the same
-name in the working directory; write ``./digits`` for the folder.
+``flowers``), a path to a folder of images, or a shard pack written by ``cnnlab data pack``.
+A registered name wins over a folder of the same name in the working directory; write
+``./digits`` for the folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cnnlab.data.config import LoadOptions
 from cnnlab.data.folder import load_folder_splits
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
 from cnnlab.data.registry import _DATASETS, dataset_info
+from cnnlab.data.shards_read import is_shard_pack, load_pack_splits
 from cnnlab.errors import DataError
 
 
@@ -76,6 +78,8 @@ def load_splits(
     _check_options(opts)
     if is_registered(source):
         splits = dataset_info(str(source)).loader(opts)
+    elif is_shard_pack(source):
+        splits = load_pack_splits(source, opts)
     elif Path(source).expanduser().is_dir():
         splits = load_folder_splits(Path(source), opts)
     else:

@@ -9,6 +9,7 @@ images are converted to the requested channel count (alpha is dropped, as Keras 
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,7 +44,9 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+@functools.cache
 def _torchvision_decoder() -> Callable | None:
+    """torchvision's decoder, imported on first use (importing torchvision takes seconds)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -62,7 +65,6 @@ def _torchvision_decoder() -> Callable | None:
     return decode
 
 
-_TV_DECODE = _torchvision_decoder()
 _TV_FORMATS = frozenset({"jpeg", "png", "gif", "webp"})
 
 
@@ -107,10 +109,8 @@ def decode_image_bytes(
         head = data[:8].hex(" ") if data else "empty file"
         raise CorruptImageError(f"{source}: not a JPEG/PNG/GIF/WebP/BMP image ({head})")
     try:
-        if _TV_DECODE is not None and fmt in _TV_FORMATS:
-            image = _TV_DECODE(data, channels)
-        else:
-            image = _decode_pil(data, channels)
+        decode = (_torchvision_decoder() if fmt in _TV_FORMATS else None) or _decode_pil
+        image = decode(data, channels)
     except Exception as err:  # decoders raise RuntimeError, OSError, ValueError, SyntaxError...
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise CorruptImageError(f"{source}: cannot decode {fmt} ({reason[:160]})") from None

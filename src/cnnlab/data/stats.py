@@ -10,6 +10,7 @@ from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.normalize import channel_stats
+from cnnlab.data.shards_read import is_shard_pack
 
 
 @dataclass
@@ -79,7 +80,7 @@ def dataset_stats(
     splits = load_splits(source, options, **overrides)
     present = [s for s in (splits.train, splits.val, splits.test) if s is not None]
     sizes: Counter = Counter()
-    if not is_registered(source):
+    if not is_registered(source) and not is_shard_pack(source):
         from cnnlab.data.folder import scan_folder
 
         layout = scan_folder(source)

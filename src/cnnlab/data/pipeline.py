@@ -1,0 +1,319 @@
+"""From a data config to train/val/test batch loaders: in memory on the device, or streamed.
+
+``in_memory="on"`` decodes the whole dataset once into a uint8 tensor on the training device
+(:class:`~cnnlab.data.memory.DeviceLoader`); ``"off"`` streams from tar shards through DataLoader
+workers (:class:`~cnnlab.data.shards.ShardLoader`), packing a folder or dataset into a cached
+pack first when it is not one already; ``"auto"`` streams only when the decoded images would not
+fit in the memory budget (a fraction of free host, or GPU, memory). Both loaders yield the same
+``(x, y)`` batches, so the training engine never knows which one it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.augment import AugmentConfig, parse_augment
+from cnnlab.data.config import LoadOptions
+from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
+from cnnlab.data.memory import DeviceLoader, fits_in_memory, images_bytes
+from cnnlab.data.normalize import Normalizer
+from cnnlab.errors import DataError, choices_text
+
+IN_MEMORY_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class DataConfig:
+    """Everything about the input pipeline of a run (filled by the CLI or a YAML config).
+
+    Attributes:
+        source: registered dataset, folder of images, or shard pack folder.
+        batch_size: training batch size (per process).
+        eval_batch_size: validation/test batch size (default: 2 x batch_size).
+        image_size: (H, W) or "HxW" to resize to; None keeps the data's size.
+        channels: 1 or 3; None keeps the data's.
+        val_split: fraction of train held out when the data has no validation split.
+        seed: seed of the validation split, the epoch order and the augmentation.
+        normalize: "none", "scale" (to [0, 1]) or "standardize" (train mean/std per channel).
+        augment: augmentation of the training split: text for
+            :func:`~cnnlab.data.augment.parse_augment` ("flip,crop=4", a preset, "none") or an
+            AugmentConfig.
+        in_memory: "auto", "on" or "off" (see the module docstring).
+        memory_fraction: share of free memory the in-memory data may take under "auto".
+        workers: decode processes (folders, shards); None for one per core.
+        strict: fail on the first unreadable image.
+        root: cache/download directory (default ``$CNNLAB_HOME`` or ``~/.cache/cnnlab``).
+        download: allow downloads.
+        progress: show progress bars while downloading, decoding and packing.
+    """
+
+    source: str = "digits"
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    image_size: tuple[int, int] | str | None = None
+    channels: int | None = None
+    val_split: float = 0.1
+    seed: int = 0
+    normalize: str = "scale"
+    augment: str | AugmentConfig = "none"
+    in_memory: str = "auto"
+    memory_fraction: float = 0.5
+    workers: int | None = None
+    strict: bool = False
+    root: str | None = None
+    download: bool = True
+    progress: bool = False
+
+    def load_options(self) -> LoadOptions:
+        """The :class:`LoadOptions` this config describes."""
+        return LoadOptions(
+            root=Path(self.root) if self.root else None,
+            image_size=parse_image_size(self.image_size),
+            channels=self.channels,
+            val_split=self.val_split,
+            seed=self.seed,
+            strict=self.strict,
+            download=self.download,
+            progress=self.progress,
+            workers=self.workers,
+        )
+
+    def augment_config(self) -> AugmentConfig:
+        """The training augmentation as an AugmentConfig."""
+        if isinstance(self.augment, AugmentConfig):
+            return self.augment
+        return parse_augment(self.augment or "none")
+
+
+@dataclass
+class Loaders:
+    """The batch loaders of one run and what the model needs to know about the data.
+
+    Attributes:
+        train: shuffled, augmented loader (DeviceLoader or ShardLoader).
+        val, test: loaders in stored order without augmentation, or None when absent.
+        classes: class names; shape: (C, H, W) of one input image.
+        normalizer: how pixels became inputs (save it with the model for prediction).
+        mode: "memory" or "stream".
+        source: where the batches come from (dataset name, folder or pack).
+    """
+
+    train: object
+    val: object | None
+    test: object | None
+    classes: list[str]
+    shape: tuple[int, int, int]
+    normalizer: Normalizer
+    mode: str
+    source: str
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _check(cfg: DataConfig) -> None:
+    if cfg.in_memory not in IN_MEMORY_MODES:
+        raise DataError(
+            f"in_memory {cfg.in_memory!r} is not one of: {choices_text(IN_MEMORY_MODES)}"
+        )
+    if cfg.batch_size < 1:
+        raise DataError(f"batch size must be >= 1, got {cfg.batch_size}")
+    if not 0 < cfg.memory_fraction <= 1:
+        raise DataError(f"memory_fraction must be in (0, 1], got {cfg.memory_fraction}")
+
+
+def _is_pack(source: str) -> bool:
+    from cnnlab.data.shards_read import is_shard_pack
+
+    return not is_registered(source) and is_shard_pack(source)
+
+
+def estimated_bytes(cfg: DataConfig) -> int | None:
+    """Decoded size of the source's images (uint8), or None when it cannot be told cheaply.
+
+    A pack's manifest and a folder's file list give it without decoding; registered datasets
+    (the largest, flowers at 192x192, is about 0.4 GB) are always taken to fit.
+    """
+    if is_registered(cfg.source):
+        return None
+    opts = cfg.load_options()
+    if _is_pack(cfg.source):
+        from cnnlab.data.shards_read import read_manifest
+
+        manifest = read_manifest(cfg.source)
+        count = sum(split["num_samples"] for split in manifest["splits"].values())
+        size = opts.image_size or tuple(manifest.get("image_size") or (0, 0))
+        channels = opts.channels or manifest.get("channels") or 3
+        return images_bytes(count, (channels, *size)) if all(size) else None
+    from cnnlab.data.decode import first_image_size
+    from cnnlab.data.folder import guess_channels, scan_folder
+
+    layout = scan_folder(cfg.source)
+    files = [f for split in layout.splits.values() for f in split.files]
+    channels = opts.channels or guess_channels(files)
+    size = opts.image_size or first_image_size(files, channels)
+    return images_bytes(len(files), (channels, *size)) if size else None
+
+
+def choose_mode(cfg: DataConfig, device: str | torch.device = "cpu") -> str:
+    """ "memory" or "stream" for ``cfg.in_memory`` ("auto" asks :func:`estimated_bytes`)."""
+    _check(cfg)
+    if cfg.in_memory != "auto":
+        return "memory" if cfg.in_memory == "on" else "stream"
+    nbytes = estimated_bytes(cfg)
+    if nbytes is None:
+        return "memory"
+    fits = fits_in_memory(nbytes, device=device, fraction=cfg.memory_fraction)
+    return "memory" if fits else "stream"
+
+
+def pack_key(cfg: DataConfig) -> str:
+    """Name of the cached pack of a non-pack source: what decides its content, hashed."""
+    opts = cfg.load_options()
+    source = cfg.source if is_registered(cfg.source) else str(Path(cfg.source).resolve())
+    if not is_registered(cfg.source):
+        from cnnlab.data.folder import scan_folder
+
+        layout = scan_folder(cfg.source)
+        source += "|" + "|".join(s.fingerprint for s in layout.splits.values())
+    key = json.dumps(
+        [source, opts.image_size, opts.channels, opts.val_split, opts.seed], default=str
+    )
+    name = Path(cfg.source).name or "data"
+    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def ensure_pack(cfg: DataConfig) -> Path:
+    """The shard pack to stream ``cfg.source`` from: itself, or a cached pack made once."""
+    if _is_pack(cfg.source):
+        return Path(cfg.source)
+    from cnnlab.data.shards import pack_shards
+    from cnnlab.data.shards_read import is_shard_pack
+
+    opts = cfg.load_options()
+    out = opts.home / "shards" / pack_key(cfg)
+    if not is_shard_pack(out):
+        pack_shards(cfg.source, out, 16, opts, overwrite=True)
+    return out
+
+
+def _memory_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
+    splits = load_splits(cfg.source, cfg.load_options())  # a pack is read fully into memory
+    normalizer = Normalizer.from_imageset(splits.train, cfg.normalize)
+    common = {"normalizer": normalizer, "channels_last": channels_last, "seed": cfg.seed}
+    train = DeviceLoader(
+        splits.train,
+        cfg.batch_size,
+        device,
+        shuffle=True,
+        augment=cfg.augment_config(),
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        **common,
+    )
+    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
+
+    def evaluation(images):
+        return None if images is None else DeviceLoader(images, eval_batch, device, **common)
+
+    present = [s for s in (splits.train, splits.val, splits.test) if s is not None]
+    skipped = {s.name: s.skipped for s in present if s.skipped}
+    return Loaders(
+        train,
+        evaluation(splits.val),
+        evaluation(splits.test),
+        list(splits.train.classes),
+        splits.train.shape,
+        normalizer,
+        "memory",
+        str(cfg.source),
+        skipped,
+    )
+
+
+def _stream_normalizer(cfg: DataConfig, pack: Path) -> Normalizer:
+    if cfg.normalize != "standardize":
+        return Normalizer(cfg.normalize)
+    from cnnlab.data.shards_read import shard_stats
+
+    mean, std = shard_stats(pack, "train")  # computed while packing: no pass over the data
+    return Normalizer("standardize", mean, tuple(s if s > 0 else 1.0 for s in std))
+
+
+def _stream_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
+    from cnnlab.data.shards import ShardLoader
+    from cnnlab.data.shards_read import read_manifest
+
+    pack = ensure_pack(cfg)
+    manifest = read_manifest(pack)
+    opts = cfg.load_options()
+    normalizer = _stream_normalizer(cfg, pack)
+    common = {
+        "normalizer": normalizer,
+        "channels_last": channels_last,
+        "seed": cfg.seed,
+        "num_workers": 2 if cfg.workers is None else cfg.workers,
+        "channels": opts.channels,
+        "image_size": opts.image_size,
+        "strict": cfg.strict,
+    }
+    train = ShardLoader(
+        pack,
+        "train",
+        cfg.batch_size,
+        device,
+        shuffle=True,
+        augment=cfg.augment_config(),
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        **common,
+    )
+    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
+
+    def evaluation(split: str):
+        if split not in manifest["splits"]:
+            return None
+        return ShardLoader(pack, split, eval_batch, device, **common)
+
+    return Loaders(
+        train,
+        evaluation("val"),
+        evaluation("test"),
+        list(train.classes),
+        train.shape,
+        normalizer,
+        "stream",
+        str(pack),
+    )
+
+
+def build_loaders(
+    cfg: DataConfig,
+    device: str | torch.device = "cpu",
+    *,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> Loaders:
+    """The train/val/test loaders of ``cfg`` on ``device`` (see the module docstring).
+
+    Args:
+        cfg: the data config.
+        device: where batches are produced (and, in memory, where the images live).
+        channels_last: yield NHWC-strided batches (faster convolutions on CUDA).
+        rank, world_size: distributed training: the train loader yields this rank's share;
+            val/test loaders yield the whole split on every rank (exact metrics).
+        drop_last: drop the last partial training batch.
+
+    Raises:
+        DataError: bad options or data (see :func:`~cnnlab.data.load_splits`).
+    """
+    mode = choose_mode(cfg, device)
+    build = _memory_loaders if mode == "memory" else _stream_loaders
+    return build(cfg, device, channels_last, rank, world_size, drop_last)

@@ -1,0 +1,244 @@
+"""The streaming pipeline: shard packs read by DataLoader workers, batched like the in-memory path.
+
+For data larger than the memory budget (``--in-memory off``, or ``auto`` when the decoded set
+would not fit). ``cnnlab data pack`` writes a pack (:func:`pack_shards`, in
+:mod:`cnnlab.data.shards_write`); :class:`ShardLoader` streams it: worker processes read and
+decode the shards in parallel (:class:`ShardDataset`, in :mod:`cnnlab.data.shards_read`), and the
+main process turns their chunks into exact batches on the training device, then augments and
+normalizes them there with the very code :class:`~cnnlab.data.memory.DeviceLoader` uses. The
+training engine cannot tell the two loaders apart.
+
+This module is the public face of the three shard modules; import from here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from cnnlab.data.augment import AugmentConfig, apply_color_, gather_batch, sample_geometry
+from cnnlab.data.folder import DataWarning, skipped_message
+from cnnlab.data.memory import _AUGMENT_STREAM, derive_seed
+from cnnlab.data.normalize import Normalizer
+from cnnlab.data.shards_read import (
+    MANIFEST_NAME,
+    ChunkStream,
+    ShardDataset,
+    epoch_segments,
+    is_shard_pack,
+    load_pack_splits,
+    read_manifest,
+    read_shards,
+    shard_stats,
+)
+from cnnlab.data.shards_write import pack_shards
+from cnnlab.errors import DataError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ShardDataset",
+    "ShardLoader",
+    "epoch_segments",
+    "is_shard_pack",
+    "load_pack_splits",
+    "pack_shards",
+    "read_manifest",
+    "read_shards",
+    "shard_stats",
+]
+
+
+class ShardLoader:
+    """Batches of one split of a shard pack on the device: shuffled, augmented, normalized.
+
+    The same interface and batch semantics as :class:`~cnnlab.data.memory.DeviceLoader`: yields
+    ``(x, y)``, x float ``(B, C, H, W)`` normalized on ``device``, y int64 ``(B,)``; ``len()``
+    is the number of batches (honouring ``drop_last``); every rank yields the same number of
+    samples (padded by wrapping around, as ``DistributedSampler`` does); augmentation draws
+    from a device generator seeded with ``(seed, epoch, rank)``; :meth:`set_epoch`, or simply
+    iterating again, picks the epoch.
+
+    Worker processes (``num_workers``) stream and decode the shards and send chunks of up to
+    ``batch_size`` images; the main process cuts them into exact batches (so, unlike a plain
+    DataLoader over an IterableDataset, there is no partial batch per worker), moves them to the
+    device (pinned memory and non-blocking copies on CUDA) and augments them there. Workers are
+    persistent: they start once, at the first epoch. More workers than shards is fine: workers
+    split samples, not shards (see :mod:`cnnlab.data.shards_read`).
+
+    Args:
+        pack_dir: the pack folder (with ``manifest.json``).
+        split: "train", "val" or "test".
+        batch_size: images per batch.
+        device: where batches are produced ("cpu", "cuda", ...).
+        shuffle: shuffle shards and samples every epoch (else the stored order, itself shuffled
+            once when packing).
+        seed: seed of the order and of the augmentation.
+        augment: augmentation (pass it for the training split only); None for none.
+        normalizer: how pixels become model inputs (default: scale to [0, 1]).
+        drop_last: drop the last batch of an epoch when it is smaller than ``batch_size``.
+        channels_last: yield batches stored NHWC.
+        dtype: floating dtype of the yielded images.
+        rank: this process's rank in distributed training.
+        world_size: number of processes in distributed training.
+        num_workers: decode processes (0: decode in this process).
+        buffer_size: samples per worker in the shuffle buffer.
+        channels: 1 or 3 to decode to (default: the pack's).
+        image_size: (H, W) to decode to (default: the pack's; needed when its sizes vary).
+        strict: raise on a corrupt sample instead of skipping and reporting it.
+
+    Attributes:
+        classes, name, shape, dataset_size, num_samples (per rank and epoch, after padding and
+        ``drop_last``), epoch, skipped (corrupt samples of the last complete epoch): as on
+        DeviceLoader. A corrupt sample leaves its rank one sample short, which can cost it a
+        batch; distributed training wants an intact pack (packing verifies every image).
+    """
+
+    def __init__(
+        self,
+        pack_dir: str | os.PathLike,
+        split: str,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: AugmentConfig | None = None,
+        normalizer: Normalizer | None = None,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 2,
+        buffer_size: int = 2048,
+        channels: int | None = None,
+        image_size: tuple[int, int] | None = None,
+        strict: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise DataError(f"num_workers must be >= 0, got {num_workers}")
+        if not dtype.is_floating_point:
+            raise DataError(f"loader dtype must be a floating type, got {dtype}")
+        self.dataset = ShardDataset(
+            pack_dir,
+            split,
+            shuffle=shuffle,
+            seed=seed,
+            buffer_size=buffer_size,
+            channels=channels,
+            image_size=image_size,
+            strict=strict,
+            rank=rank,
+            world_size=world_size,
+        )
+        self.normalizer = normalizer or Normalizer("scale")
+        self.normalizer.check_channels(self.dataset.channels)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.augment = None if augment is None or augment.is_identity else augment
+        self.drop_last, self.channels_last, self.dtype = drop_last, channels_last, dtype
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.device = torch.device(device)
+        self.classes = list(self.dataset.classes)
+        self.name = f"{self.dataset.pack_dir.name}/{split}"
+        self.shape: tuple[int, int, int] = self.dataset.shape
+        self.dataset_size = self.dataset.dataset_size
+        self.per_rank = self.dataset.per_rank
+        if drop_last:
+            self.num_batches = self.per_rank // batch_size
+            self.num_samples = self.num_batches * batch_size
+        else:
+            self.num_batches = math.ceil(self.per_rank / batch_size)
+            self.num_samples = self.per_rank
+        self.epoch = 0
+        self.skipped: list[str] = []
+        self._loader: DataLoader | None = None
+
+    def __len__(self) -> int:
+        """Number of batches per epoch (on this rank)."""
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce epoch ``epoch`` (order and augmentation)."""
+        if epoch < 0:
+            raise DataError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when the loader is garbage collected)."""
+        self._loader = None
+
+    def _data_loader(self) -> DataLoader:
+        if self._loader is None:  # built once, so persistent workers outlive an epoch
+            workers = self.num_workers
+            self._loader = DataLoader(
+                ChunkStream(self.dataset, self.batch_size),
+                batch_size=None,  # the stream yields whole chunks
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+            )
+        return self._loader
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``(x, y)``: x float ``(B, C, H, W)`` normalized, y int64 ``(B,)``, on device."""
+        epoch = self.epoch
+        self.epoch = epoch + 1  # iterating again without set_epoch moves on
+        self.dataset.set_epoch(epoch)  # before iter(): workers read it when the epoch starts
+        generator = None
+        if self.augment is not None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(derive_seed(self.seed, epoch, _AUGMENT_STREAM, self.rank))
+        return self._batches(generator)
+
+    def _device_batches(self, skipped: list[str]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Exact uint8 batches on the device, cut from the workers' chunks."""
+        held_x, held_y, held = [], [], 0
+        for images, labels, _, chunk_skipped in self._data_loader():
+            skipped.extend(chunk_skipped)
+            if images.shape[0] == 0:
+                continue
+            held_x.append(images.to(self.device, non_blocking=True))
+            held_y.append(labels.to(self.device, non_blocking=True))
+            held += images.shape[0]
+            while held >= self.batch_size:
+                x, y = _join(held_x), _join(held_y)  # (held, C, H, W), (held,)
+                yield x[: self.batch_size], y[: self.batch_size]
+                held_x, held_y = [x[self.batch_size :]], [y[self.batch_size :]]
+                held -= self.batch_size
+        if held and not self.drop_last:
+            yield _join(held_x), _join(held_y)
+
+    def _batches(
+        self, generator: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        _, height, width = self.shape
+        skipped: list[str] = []
+        for x, y in self._device_batches(skipped):  # x: (B, C, H, W) uint8
+            cfg = self.augment
+            if cfg is not None:
+                geometry = sample_geometry(cfg, x.shape[0], height, width, generator)
+                index = torch.arange(x.shape[0], device=x.device)
+                x = gather_batch(x, index, geometry, self.channels_last)
+            elif self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if cfg is not None and cfg.has_color:
+                x = x.to(torch.float32).div_(255.0)  # colour ops need [0, 1] floats
+                apply_color_(x, cfg, generator)
+            yield self.normalizer(x, self.dtype), y
+        self.skipped = skipped
+        if skipped:
+            message = skipped_message(self.name, skipped, self.per_rank)
+            warnings.warn(message, DataWarning, stacklevel=2)
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch dimension, without a copy for a single part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

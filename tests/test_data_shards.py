@@ -1,0 +1,509 @@
+"""Shard packs: write/read round trips, epoch coverage across workers and ranks, determinism,
+corrupt members, manifest errors, safe re-packing, and parity with the in-memory DeviceLoader."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cnnlab.data import shards_write
+from cnnlab.data.augment import AugmentConfig
+from cnnlab.data.decode import read_image
+from cnnlab.data.folder import DataWarning
+from cnnlab.data.imageset import DatasetSplits, ImageSet
+from cnnlab.data.memory import DeviceLoader
+from cnnlab.data.normalize import Normalizer, channel_stats
+from cnnlab.data.shards import (
+    ShardDataset,
+    ShardLoader,
+    epoch_segments,
+    is_shard_pack,
+    pack_shards,
+    read_manifest,
+    read_shards,
+    shard_stats,
+)
+from cnnlab.data.shards_read import TarFormatError, tar_members
+from cnnlab.errors import CorruptImageError, DataError
+from image_files import class_pixels, make_class_folder, write_image
+
+
+def numbered_set(n: int, channels: int = 3, size=(4, 5), classes=("a", "b", "c")) -> ImageSet:
+    """Random images whose first two pixels encode their index (so a sample is identifiable)."""
+    generator = torch.Generator().manual_seed(n)
+    images = torch.randint(0, 256, (n, channels, *size), dtype=torch.uint8, generator=generator)
+    index = torch.arange(n)
+    images[:, 0, 0, 0] = (index % 256).to(torch.uint8)
+    images[:, 0, 0, 1] = (index // 256).to(torch.uint8)
+    labels = index % len(classes)
+    return ImageSet(images, labels, list(classes), "numbers")
+
+
+def ids(images: torch.Tensor) -> list[int]:
+    """Indices encoded by :func:`numbered_set` in a (B, C, H, W) uint8 batch."""
+    return (images[:, 0, 0, 0].long() + 256 * images[:, 0, 0, 1].long()).tolist()
+
+
+def tar_samples(path: Path) -> list[tuple[str, dict[str, bytes]]]:
+    """Samples of a shard read with the standard library: [(key, {ext: bytes})], in order."""
+    samples = []
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, ext = member.name.split(".", 1)
+            if not samples or samples[-1][0] != key:
+                samples.append((key, {}))
+            samples[-1][1][ext] = tar.extractfile(member).read()
+    return samples
+
+
+@pytest.fixture(scope="module")
+def pack23(tmp_path_factory) -> tuple[Path, ImageSet]:
+    """23 numbered RGB images packed as one train split in 3 shards."""
+    data = numbered_set(23)
+    out = tmp_path_factory.mktemp("pack") / "p"
+    pack_shards(data, out, 3)
+    return out, data
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def test_folder_round_trip_keeps_original_bytes(tmp_path):
+    make_class_folder(tmp_path / "src" / "train", ("cat", "dog"), per_class=5)
+    make_class_folder(tmp_path / "src" / "test", ("cat", "dog"), per_class=2, fmt="JPEG")
+    manifest = pack_shards(tmp_path / "src", tmp_path / "pack", 2, val_split=0.0)
+
+    assert manifest["classes"] == ["cat", "dog"]
+    assert manifest["channels"] == 3 and manifest["image_size"] == [8, 8]
+    assert manifest["encoding"] == "original"
+    assert set(manifest["splits"]) == {"train", "test"}
+    assert json.loads((tmp_path / "pack" / "manifest.json").read_text()) == manifest
+    for split, per_class in (("train", 5), ("test", 2)):
+        record = manifest["splits"][split]
+        assert record["num_samples"] == 2 * per_class
+        assert record["class_counts"] == {"cat": per_class, "dog": per_class}
+        sources = Counter(
+            (p.read_bytes(), ["cat", "dog"].index(p.parent.name))
+            for p in (tmp_path / "src" / split).rglob("*.*")
+        )
+        stored, keys = Counter(), []
+        for shard in record["shards"]:
+            path = tmp_path / "pack" / shard["name"]
+            assert shard["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+            samples = tar_samples(path)
+            assert len(samples) == shard["samples"]
+            for key, members in samples:
+                assert set(members) == {"cls", "png" if split == "train" else "jpg"}
+                image = members.get("png", members.get("jpg"))
+                stored[(image, int(members["cls"].decode("ascii")))] += 1
+                keys.append(key)
+        assert stored == sources  # byte for byte, with the right labels
+        assert len(set(keys)) == len(keys) and all(len(k) == 8 and k.isdigit() for k in keys)
+        assert sorted(s["samples"] for s in record["shards"]) == [per_class, per_class]
+
+
+def test_folder_val_split_and_shards_mix_classes(tmp_path):
+    make_class_folder(tmp_path / "src", ("a", "b"), per_class=10)
+    manifest = pack_shards(tmp_path / "src", tmp_path / "pack", 2, val_split=0.2, seed=3)
+    assert manifest["splits"]["val"]["class_counts"] == {"a": 2, "b": 2}
+    assert manifest["splits"]["train"]["num_samples"] == 16
+    for shard in manifest["splits"]["train"]["shards"]:
+        labels = {m["cls"] for _, m in tar_samples(tmp_path / "pack" / shard["name"])}
+        assert labels == {b"0", b"1"}  # shuffled before dealing: every shard has both classes
+
+
+def test_imageset_round_trip_is_pixel_exact(tmp_path):
+    for channels in (1, 3):
+        data = numbered_set(11, channels)
+        out = tmp_path / f"pack{channels}"
+        manifest = pack_shards(data, out, 4)
+        assert manifest["channels"] == channels and manifest["image_size"] == [4, 5]
+        back = read_shards(out, "train")
+        assert back.classes == data.classes and back.shape == data.shape
+        order = torch.tensor(ids(back.images))
+        assert sorted(order.tolist()) == list(range(11))
+        assert torch.equal(back.images, data.images[order])
+        assert torch.equal(back.labels, data.labels[order])
+
+
+def test_dataset_splits_and_statistics(tmp_path):
+    splits = DatasetSplits(numbered_set(12), None, numbered_set(5))
+    manifest = pack_shards(splits, tmp_path / "pack", 2)
+    assert set(manifest["splits"]) == {"train", "test"}
+    mean, std = shard_stats(tmp_path / "pack", "train")
+    expected_mean, expected_std = channel_stats(splits.train)
+    assert mean == pytest.approx(expected_mean) and std == pytest.approx(expected_std)
+    assert len(read_shards(tmp_path / "pack", "test")) == 5
+
+
+def test_packing_is_deterministic(tmp_path):
+    make_class_folder(tmp_path / "src", ("a", "b"), per_class=6, fmt="JPEG")
+    one = pack_shards(tmp_path / "src", tmp_path / "one", 3, seed=1)
+    two = pack_shards(tmp_path / "src", tmp_path / "two", 3, seed=1)
+    other = pack_shards(tmp_path / "src", tmp_path / "other", 3, seed=2)
+    digests = [[s["sha256"] for s in m["splits"]["train"]["shards"]] for m in (one, two, other)]
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_resize_and_channels_reencode(tmp_path):
+    write_image(tmp_path / "src" / "a" / "x.jpg", class_pixels(0, 0, (10, 12)), "JPEG")
+    write_image(tmp_path / "src" / "b" / "y.png", class_pixels(1, 0, (7, 9)), "PNG")
+    manifest = pack_shards(
+        tmp_path / "src", tmp_path / "pack", 1, val_split=0.0, image_size="4x6", channels=1
+    )
+    assert manifest["image_size"] == [4, 6] and manifest["channels"] == 1
+    assert manifest["encoding"] == "reencoded"
+    members = tar_samples(tmp_path / "pack" / "train-00000.tar")
+    assert sorted(ext for _, m in members for ext in m if ext != "cls") == ["jpg", "png"]
+    back = read_shards(tmp_path / "pack")
+    assert back.images.shape == (2, 1, 4, 6)
+    png = back.images[back.labels == 1][0]
+    assert torch.equal(png, read_image(tmp_path / "src" / "b" / "y.png", 1, (4, 6)))
+
+
+def test_mixed_sizes_need_an_image_size_to_read(tmp_path):
+    write_image(tmp_path / "src" / "a" / "x.png", class_pixels(0, 0, (10, 12)))
+    write_image(tmp_path / "src" / "b" / "y.png", class_pixels(1, 0, (7, 9)))
+    manifest = pack_shards(tmp_path / "src", tmp_path / "pack", 1, val_split=0.0)
+    assert manifest["image_size"] is None and manifest["size_range"] == "7x9 to 10x12"
+    with pytest.raises(DataError, match=r"different sizes.*image size"):
+        ShardDataset(tmp_path / "pack")
+    images = [image for image, _ in ShardDataset(tmp_path / "pack", image_size=(5, 5))]
+    assert [tuple(i.shape) for i in images] == [(3, 5, 5), (3, 5, 5)]
+
+
+def test_corrupt_source_files_skipped_or_strict(tmp_path):
+    make_class_folder(tmp_path / "src", ("a", "b"), per_class=3)
+    (tmp_path / "src" / "a" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "src" / "b" / "text.png").write_bytes(b"not an image")
+    with pytest.warns(DataWarning, match=r"skipped 2 of 8 files.*bad\.jpg"):
+        manifest = pack_shards(tmp_path / "src", tmp_path / "pack", 2, val_split=0.0)
+    record = manifest["splits"]["train"]
+    assert record["num_samples"] == 6 and record["skipped"] == 2
+    assert len(read_shards(tmp_path / "pack")) == 6
+    with pytest.raises(CorruptImageError, match="strict"):
+        pack_shards(tmp_path / "src", tmp_path / "strict", 2, val_split=0.0, strict=True)
+
+
+def test_refuses_a_different_pack_unless_overwrite(tmp_path):
+    make_class_folder(tmp_path / "one", ("a", "b"), per_class=4)
+    make_class_folder(tmp_path / "two", ("x", "y"), per_class=2)
+    out = tmp_path / "pack"
+    pack_shards(tmp_path / "one", out, 3, val_split=0.0)
+    pack_shards(tmp_path / "one", out, 3, val_split=0.0)  # the same pack again: fine
+    with pytest.raises(
+        DataError, match=re.escape(f"{out}: holds the pack of folder {tmp_path / 'one'}")
+    ):
+        pack_shards(tmp_path / "two", out, 1, val_split=0.0)
+    with pytest.raises(DataError, match=r"shards=3.*not of folder.*shards=1"):
+        pack_shards(tmp_path / "one", out, 1, val_split=0.0)  # same folder, other settings
+    assert read_manifest(out)["classes"] == ["a", "b"]  # untouched
+    (out / "notes.txt").write_text("mine")
+    pack_shards(tmp_path / "two", out, 1, val_split=0.0, overwrite=True)
+    assert read_manifest(out)["classes"] == ["x", "y"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "notes.txt",
+        "train-00000.tar",
+    ]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match=r"not empty and holds no shard pack.*keep\.txt"):
+        pack_shards(tmp_path / "one", foreign, 1)
+
+
+def test_killed_pack_leaves_no_manifest(tmp_path, monkeypatch):
+    make_class_folder(tmp_path / "src", ("a", "b"), per_class=4)
+    out = tmp_path / "pack"
+    pack_shards(tmp_path / "src", out, 2, val_split=0.0)
+    real, calls = shards_write._write_shard, []
+
+    def dies_in_second_shard(path, samples):
+        calls.append(path)
+
+        def dying():
+            yield next(samples)
+            raise KeyboardInterrupt  # killed while writing the shard
+
+        return real(path, dying() if len(calls) == 2 else samples)
+
+    monkeypatch.setattr(shards_write, "_write_shard", dies_in_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        pack_shards(tmp_path / "src", out, 2, val_split=0.0)
+    assert len(calls) == 2
+    assert not (out / "manifest.json").exists()  # the old one went first, the new never came
+    assert not is_shard_pack(out)
+    assert [p.name for p in out.iterdir()] == ["train-00000.tar"]  # no half-written shard
+    monkeypatch.undo()
+    # A killed pack's leftovers are no obstacle to packing again, without overwrite.
+    pack_shards(tmp_path / "src", out, 2, val_split=0.0)
+    assert is_shard_pack(out) and not list(out.glob(".*"))
+
+
+def test_bad_pack_options(tmp_path):
+    with pytest.raises(DataError, match="shards must be an integer >= 1, got 0"):
+        pack_shards(numbered_set(3), tmp_path / "p", 0)
+    with pytest.raises(DataError, match="channels must be 1 or 3, got 2"):
+        pack_shards(numbered_set(3), tmp_path / "p", channels=2)
+    with pytest.raises(DataError, match="no_such_dataset"):
+        pack_shards("no_such_dataset", tmp_path / "p")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def test_manifest_errors_name_the_file(tmp_path, pack23):
+    with pytest.raises(
+        DataError, match=re.escape(f"{tmp_path / 'manifest.json'}: no shard manifest")
+    ):
+        ShardDataset(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"manifest\.json: not a valid manifest"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "cnnlab-shards", "version": 9}))
+    with pytest.raises(DataError, match="pack version 9; this cnnlab reads 1"):
+        read_manifest(tmp_path)
+    manifest = read_manifest(pack23[0])
+    manifest["splits"]["train"]["shards"][0]["name"] = "../escape.tar"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"bad shard name '\.\./escape\.tar'"):
+        read_manifest(tmp_path)
+    manifest["splits"]["train"]["shards"][0]["name"] = "train-00000.tar"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"train-00000\.tar: shard listed in .* is missing"):
+        ShardDataset(tmp_path)
+    with pytest.raises(DataError, match="no 'val' split \\(available: train\\)"):
+        ShardDataset(pack23[0], "val")
+    assert is_shard_pack(pack23[0]) and not is_shard_pack(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_sample_once_per_epoch(pack23, workers):
+    out, data = pack23
+    dataset = ShardDataset(out, shuffle=True, seed=5, buffer_size=4)
+    loader = DataLoader(dataset, batch_size=4, num_workers=workers)
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        seen = [i for images, labels in loader for i in ids(images)]
+        assert sorted(seen) == list(range(23))
+    labels = torch.cat([y for _, y in loader])
+    assert sorted(labels.tolist()) == sorted(data.labels.tolist())
+
+
+def test_ranks_split_the_epoch(pack23):
+    out, _ = pack23
+    per_rank = []
+    for rank in (0, 1):
+        dataset = ShardDataset(out, shuffle=True, seed=1, rank=rank, world_size=2)
+        per_rank.append([i for image, _ in dataset for i in ids(image[None])])
+    assert len(per_rank[0]) == len(per_rank[1]) == 12  # ceil(23 / 2), padded by wrapping
+    assert sorted(set(per_rank[0]) | set(per_rank[1])) == list(range(23))
+    assert len(set(per_rank[0]) & set(per_rank[1])) == 1  # the one padding sample
+    assert len(set(per_rank[0])) == 12 and len(set(per_rank[1])) == 12
+
+
+def test_ranks_disjoint_when_even_and_workers_exceed_shards(tmp_path):
+    pack_shards(numbered_set(20), tmp_path / "pack", 1)  # 1 shard, 2 ranks x 2 workers
+    seen = []
+    for rank in (0, 1):
+        dataset = ShardDataset(tmp_path / "pack", seed=2, rank=rank, world_size=2)
+        for worker in (0, 1):
+            seen.append([s[2] for s in dataset.samples(0, worker, 2)])
+    assert all(len(s) == 5 for s in seen)
+    assert sorted(i for s in seen for i in s) == list(range(20))
+
+
+def test_order_is_seeded_and_changes_with_epoch(pack23):
+    out, _ = pack23
+
+    def order(seed, epoch):
+        dataset = ShardDataset(out, seed=seed, buffer_size=8)
+        dataset.set_epoch(epoch)
+        return [i for image, _ in dataset for i in ids(image[None])]
+
+    assert order(0, 0) == order(0, 0)
+    assert order(0, 0) != order(0, 1)
+    assert order(0, 0) != order(1, 0)
+    unshuffled = ShardDataset(out, shuffle=False)
+    stored = [i for image, _ in unshuffled for i in ids(image[None])]
+    assert stored == ids(read_shards(out).images)
+
+
+def test_epoch_segments_wrap_and_skip_empty_shards():
+    assert epoch_segments([3, 0, 4], 0, 7) == [(0, 0, 3), (2, 0, 4)]
+    assert epoch_segments([3, 0, 4], 2, 5) == [(0, 2, 3), (2, 0, 2)]
+    assert epoch_segments([3, 4], 5, 9) == [(1, 2, 4), (0, 0, 2)]  # wraps past the end
+    assert epoch_segments([], 0, 3) == []
+
+
+def _rewrite_members(shard: Path, change) -> list[str]:
+    """Rewrite ``shard`` with ``change(index, name, data) -> data``; returns the member names."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for i, (member, data) in enumerate(members):
+            data = change(i, member.name, data)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    shard.write_bytes(buffer.getvalue())
+    return [m.name for m, _ in members]
+
+
+def _corrupt_first_image(shard: Path) -> str:
+    """Replace the first image member of ``shard`` by junk; returns that member's name."""
+    names = _rewrite_members(
+        shard, lambda i, name, data: b"\x89PNG\r\n\x1a\n junk" if i == 0 else data
+    )
+    return names[0]
+
+
+def test_corrupt_member_skipped_counted_or_strict(tmp_path):
+    pack_shards(numbered_set(10), tmp_path / "pack", 2)
+    shard = tmp_path / "pack" / "train-00001.tar"
+    member = _corrupt_first_image(shard)
+    dataset = ShardDataset(tmp_path / "pack")
+    with pytest.warns(DataWarning, match="skipped 1 of 10"):
+        assert len(list(dataset)) == 9
+    assert len(dataset.skipped) == 1
+    assert str(shard) in dataset.skipped[0] and member in dataset.skipped[0]
+    loader = ShardLoader(tmp_path / "pack", "train", 4, num_workers=0)
+    with pytest.warns(DataWarning, match="skipped 1 of 10"):
+        assert sum(len(y) for _, y in loader) == 9
+    assert len(loader.skipped) == 1
+    with pytest.raises(CorruptImageError, match=re.escape(f"{shard} member {member}") + ".*strict"):
+        list(ShardDataset(tmp_path / "pack", strict=True))
+
+
+def test_truncated_shard_and_bad_labels(tmp_path):
+    pack_shards(numbered_set(10, classes=("a", "b")), tmp_path / "pack", 2)
+    shard = tmp_path / "pack" / "train-00000.tar"
+    sample_bytes = 4 * 512  # header + tiny PNG + header + label, each padded to 512 bytes
+    shard.write_bytes(shard.read_bytes()[: 2 * sample_bytes + 100])  # cut in the 3rd sample
+    labels = {1: b"7", 3: b"x"}  # member 1 is sample 0's label, member 3 sample 1's
+    _rewrite_members(
+        tmp_path / "pack" / "train-00001.tar", lambda i, name, data: labels.get(i, data)
+    )
+    dataset = ShardDataset(tmp_path / "pack", shuffle=False)
+    with pytest.warns(DataWarning, match="skipped 3 of 10"):
+        assert len(list(dataset)) == 2 + 3  # 2 before the cut, 3 good labels in shard 1
+    assert "train-00000.tar: unreadable after sample '00000001'" in dataset.skipped[0]
+    assert "truncated" in dataset.skipped[0]
+    assert "label '7' is not a class index in [0, 2)" in dataset.skipped[1]
+    assert "label 'x'" in dataset.skipped[2]
+
+
+def test_tar_reader_handles_long_names_and_checks_headers():
+    long = "d" * 90 + "/" + "k" * 70 + ".jpg"
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+            for name, data in ((long, b"abc"), ("x.cls", b"1")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        buffer.seek(0)
+        assert [(n, read()) for n, read in tar_members(buffer)] == [(long, b"abc"), ("x.cls", b"1")]
+    damaged = bytearray(buffer.getvalue())
+    damaged[1100] ^= 0xFF  # a byte of the long-name member's header
+    with pytest.raises(TarFormatError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(damaged))))
+
+
+# ---------------------------------------------------------------------------------------------
+# ShardLoader = DeviceLoader
+
+
+def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*loader, strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _sorted_rows(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    keys = [(int(label), tuple(row.tolist())) for label, row in zip(y, x.flatten(1), strict=True)]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return x[order], y[order]
+
+
+def test_shard_loader_matches_device_loader(pack23):
+    out, data = pack23
+    normalizer = Normalizer.from_imageset(data)
+    for kw in ({}, {"drop_last": True}, {"world_size": 2, "rank": 1}):
+        device = DeviceLoader(data, 4, shuffle=True, normalizer=normalizer, **kw)
+        shard = ShardLoader(
+            out, "train", 4, shuffle=True, normalizer=normalizer, **kw, num_workers=0
+        )
+        assert len(shard) == len(device) and shard.num_samples == device.num_samples
+        assert shard.shape == device.shape and shard.classes == device.classes
+        assert shard.dataset_size == device.dataset_size == 23
+        if not kw:
+            x_shard, y_shard = _epoch(shard)
+            x_device, y_device = _epoch(device)
+            assert x_shard.dtype == x_device.dtype == torch.float32
+            assert y_shard.dtype == torch.int64
+            assert [len(y) for _, y in shard] == [len(y) for _, y in device] == [4] * 5 + [3]
+            x_shard, y_shard = _sorted_rows(x_shard, y_shard)
+            x_device, y_device = _sorted_rows(x_device, y_device)
+            assert torch.equal(y_shard, y_device)
+            torch.testing.assert_close(x_shard, x_device)
+        else:
+            assert sum(len(y) for _, y in shard) == shard.num_samples
+
+
+def test_shard_loader_workers_epochs_and_augmentation(pack23):
+    out, _ = pack23
+    augment = AugmentConfig(flip=True, translate=1, brightness=0.1)
+    loader = ShardLoader(out, "train", 5, shuffle=True, augment=augment, seed=3, num_workers=2)
+    first, second = _epoch(loader), _epoch(loader)  # iterating again moves to epoch 1
+    assert [len(y) for _, y in loader] == [5, 5, 5, 5, 3]  # exact batches from 2 workers
+    loader.set_epoch(0)
+    again = _epoch(loader)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[1], second[1])
+    assert sorted(first[1].tolist()) == sorted(second[1].tolist())
+    plain = ShardLoader(out, "train", 5, shuffle=True, seed=3, num_workers=0, channels_last=True)
+    x, _ = next(iter(plain))
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.min() >= 0 and x.max() <= 1
+
+
+def test_pixel_stats_of_folder_pack_match_decoded(tmp_path):
+    make_class_folder(tmp_path / "src", ("a", "b"), per_class=3, size=(6, 6))
+    pack_shards(tmp_path / "src", tmp_path / "pack", 2, val_split=0.0)
+    mean, std = shard_stats(tmp_path / "pack")
+    expected = channel_stats(read_shards(tmp_path / "pack"))
+    assert mean == pytest.approx(expected[0]) and std == pytest.approx(expected[1])
+    assert np.all(np.array(std) > 0)
+
+
+def test_load_pack_splits_decodes_and_caches(tmp_path, monkeypatch):
+    from cnnlab.data import shards_read
+    from cnnlab.data.config import LoadOptions
+
+    splits = DatasetSplits(numbered_set(9), None, numbered_set(4))
+    pack_shards(splits, tmp_path / "pack", 2)
+    opts = LoadOptions(root=tmp_path / "home")
+    loaded = shards_read.load_pack_splits(tmp_path / "pack", opts)
+    assert loaded.val is None and len(loaded.train) == 9 and len(loaded.test) == 4
+    assert sorted(ids(loaded.train.images)) == list(range(9))
+
+    def no_decode(*args, **kw):
+        raise AssertionError("decoded again instead of read from the cache")
+
+    monkeypatch.setattr(shards_read, "read_shards", no_decode)
+    again = shards_read.load_pack_splits(tmp_path / "pack", opts)
+    assert torch.equal(again.train.images, loaded.train.images)
+    pack_shards(splits, tmp_path / "pack", 3, overwrite=True)  # other shards: other cache key
+    with pytest.raises(AssertionError, match="decoded again"):
+        shards_read.load_pack_splits(tmp_path / "pack", opts)
