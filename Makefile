@@ -29,6 +29,8 @@ demo: $(VENV)/.base
 	$(BIN)/cnnlab summary basic_cnn
 	$(BIN)/cnnlab summary resnet34_lab
 	$(BIN)/cnnlab summary examples/specs/squeezenet_flowers.yaml
+	$(BIN)/cnnlab data stats digits
+	$(BIN)/cnnlab data show digits --out runs/digits_samples.png
 
 test: $(VENV)/.test
 	$(BIN)/ruff check src tests

@@ -14,36 +14,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cnnlab.data.augment import (
-    AugmentConfig,
-    apply_color_,
-    check_image_size,
-    gather_batch,
-    sample_geometry,
-)
+from cnnlab.data.augment import AugmentConfig, gather_batch, sample_geometry
+from cnnlab.data.batching import SHUFFLE_STREAM, BatchLoader, derive_seed
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError
 
-# Independent random streams derived from (seed, epoch, stream, rank).
-_SHUFFLE_STREAM = 0
-_AUGMENT_STREAM = 1
 
-
-def derive_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
-    """A 63-bit seed for one (seed, epoch, stream, rank), via numpy's SeedSequence hashing.
-
-    Hashing instead of ``seed + epoch`` keeps the streams of nearby seeds and epochs unrelated.
-    """
-    entropy = [seed % (1 << 64), epoch, stream, rank]
-    low, high = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return (int(high) << 32 | int(low)) & ((1 << 63) - 1)
-
-
-class DeviceLoader:
+class DeviceLoader(BatchLoader):
     """Batches of an :class:`ImageSet` produced on the device: shuffled, augmented, normalized.
 
     Each epoch's order comes from a generator seeded with ``(seed, epoch)`` (on the CPU, so the
@@ -94,61 +74,34 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise DataError(f"rank {rank} must lie in [0, world_size={world_size})")
-        if not dtype.is_floating_point:
-            raise DataError(f"loader dtype must be a floating type, got {dtype}")
-        self.normalizer = normalizer or Normalizer("scale")
-        self.normalizer.check_channels(data.images.shape[1])
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.augment = None if augment is None or augment.is_identity else augment
-        if self.augment is not None:
-            check_image_size(self.augment, *data.shape[1:])  # fail now, not at the first batch
-        self.drop_last = drop_last
-        self.channels_last = channels_last
-        self.dtype = dtype
-        self.rank = rank
-        self.world_size = world_size
         self.classes = list(data.classes)
         self.name = data.name
-        self.shape: tuple[int, int, int] = data.shape
-        self.dataset_size = len(data)
-        self.epoch = 0
         # One plain copy: pin_memory() + non_blocking would first copy the whole set into
         # page-locked memory, which for a one-off transfer is slower than the driver's own
         # staged copy (PyTorch's "pin_memory and non_blocking" tutorial measures this).
         self.images = data.images.to(device).contiguous()  # (N, C, H, W) uint8 on the device
         self.labels = data.labels.to(device)  # (N,) int64 on the device
         self.device = self.images.device
-        self.per_rank = math.ceil(self.dataset_size / world_size)
-        if drop_last:
-            self.num_batches = self.per_rank // batch_size
-            self.num_samples = self.num_batches * batch_size
-        else:
-            self.num_batches = math.ceil(self.per_rank / batch_size)
-            self.num_samples = self.per_rank
-
-    def __len__(self) -> int:
-        """Number of batches per epoch (on this rank)."""
-        return self.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce epoch ``epoch`` (order and augmentation)."""
-        if epoch < 0:
-            raise DataError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
+        self._configure(
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            augment=augment,
+            normalizer=normalizer,
+            drop_last=drop_last,
+            channels_last=channels_last,
+            dtype=dtype,
+            rank=rank,
+            world_size=world_size,
+            shape=data.shape,
+            dataset_size=len(data),
+        )
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """Indices of the samples this rank visits in ``epoch``, in order (CPU int64)."""
         n = self.dataset_size
         if self.shuffle:
-            generator = torch.Generator().manual_seed(
-                derive_seed(self.seed, epoch, _SHUFFLE_STREAM)
-            )
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, SHUFFLE_STREAM))
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
@@ -159,13 +112,8 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(x, y)`` on the device: x normalized float (B, C, H, W), y int64 (B,)."""
-        epoch = self.epoch
-        self.epoch = epoch + 1  # iterating again without set_epoch moves on
+        epoch, generator = self._start_epoch()
         order = self.epoch_order(epoch)[: self.num_samples].to(self.device, non_blocking=True)
-        generator = None
-        if self.augment is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(derive_seed(self.seed, epoch, _AUGMENT_STREAM, self.rank))
         return self._batches(order, generator)
 
     def _batches(
@@ -180,10 +128,7 @@ class DeviceLoader:
                 geometry = sample_geometry(cfg, idx.shape[0], height, width, generator)
             # One gather picks, crops, shifts and flips the uint8 images.
             x = gather_batch(self.images, idx, geometry, self.channels_last)  # (B, C, H, W) u8
-            if cfg is not None and cfg.has_color:
-                x = x.to(torch.float32).div_(255.0)  # colour ops need [0, 1] floats
-                apply_color_(x, cfg, generator)
-            yield self.normalizer(x, self.dtype), self.labels.index_select(0, idx)
+            yield self._finish(x, generator), self.labels.index_select(0, idx)
 
 
 def images_bytes(count: int, shape: tuple[int, int, int]) -> int:

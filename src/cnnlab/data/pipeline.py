@@ -200,32 +200,45 @@ def ensure_pack(cfg: DataConfig) -> Path:
     return out
 
 
-def _memory_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
-    splits = load_splits(cfg.source, cfg.load_options())  # a pack is read fully into memory
-    normalizer = Normalizer.from_imageset(splits.train, cfg.normalize)
-    common = {"normalizer": normalizer, "channels_last": channels_last, "seed": cfg.seed}
-    train = DeviceLoader(
-        splits.train,
+def _train_val_test(make, cfg: DataConfig, has, rank, world_size, drop_last) -> tuple:
+    """The three loaders from ``make(split, batch_size, **options)``; val/test when ``has``."""
+    train = make(
+        "train",
         cfg.batch_size,
-        device,
         shuffle=True,
         augment=cfg.augment_config(),
         drop_last=drop_last,
         rank=rank,
         world_size=world_size,
-        **common,
     )
     eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
+    # Evaluation loaders are not sharded: every rank sees the whole split, so metrics are exact.
+    return (train, *(make(s, eval_batch) if has(s) else None for s in ("val", "test")))
 
-    def evaluation(images):
-        return None if images is None else DeviceLoader(images, eval_batch, device, **common)
 
+def _memory_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
+    splits = load_splits(cfg.source, cfg.load_options())  # a pack is read fully into memory
+    normalizer = Normalizer.from_imageset(splits.train, cfg.normalize)
+
+    def make(split: str, batch_size: int, **options) -> DeviceLoader:
+        return DeviceLoader(
+            splits.get(split),
+            batch_size,
+            device,
+            normalizer=normalizer,
+            channels_last=channels_last,
+            seed=cfg.seed,
+            **options,
+        )
+
+    def has(split: str) -> bool:
+        return getattr(splits, split) is not None
+
+    loaders = _train_val_test(make, cfg, has, rank, world_size, drop_last)
     present = [s for s in (splits.train, splits.val, splits.test) if s is not None]
     skipped = {s.name: s.skipped for s in present if s.skipped}
     return Loaders(
-        train,
-        evaluation(splits.val),
-        evaluation(splits.test),
+        *loaders,
         list(splits.train.classes),
         splits.train.shape,
         normalizer,
@@ -252,43 +265,29 @@ def _stream_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> 
     manifest = read_manifest(pack)
     opts = cfg.load_options()
     normalizer = _stream_normalizer(cfg, pack)
-    common = {
-        "normalizer": normalizer,
-        "channels_last": channels_last,
-        "seed": cfg.seed,
-        "num_workers": 2 if cfg.workers is None else cfg.workers,
-        "channels": opts.channels,
-        "image_size": opts.image_size,
-        "strict": cfg.strict,
-    }
-    train = ShardLoader(
-        pack,
-        "train",
-        cfg.batch_size,
-        device,
-        shuffle=True,
-        augment=cfg.augment_config(),
-        drop_last=drop_last,
-        rank=rank,
-        world_size=world_size,
-        **common,
-    )
-    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
 
-    def evaluation(split: str):
-        if split not in manifest["splits"]:
-            return None
-        return ShardLoader(pack, split, eval_batch, device, **common)
+    def make(split: str, batch_size: int, **options) -> ShardLoader:
+        return ShardLoader(
+            pack,
+            split,
+            batch_size,
+            device,
+            normalizer=normalizer,
+            channels_last=channels_last,
+            seed=cfg.seed,
+            num_workers=2 if cfg.workers is None else cfg.workers,
+            channels=opts.channels,
+            image_size=opts.image_size,
+            strict=cfg.strict,
+            **options,
+        )
 
+    def has(split: str) -> bool:
+        return split in manifest["splits"]
+
+    train, val, test = _train_val_test(make, cfg, has, rank, world_size, drop_last)
     return Loaders(
-        train,
-        evaluation("val"),
-        evaluation("test"),
-        list(train.classes),
-        train.shape,
-        normalizer,
-        "stream",
-        str(pack),
+        train, val, test, list(train.classes), train.shape, normalizer, "stream", str(pack)
     )
 
 

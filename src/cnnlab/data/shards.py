@@ -13,7 +13,6 @@ This module is the public face of the three shard modules; import from here.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -21,9 +20,9 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from cnnlab.data.augment import AugmentConfig, apply_color_, gather_batch, sample_geometry
+from cnnlab.data.augment import AugmentConfig, gather_batch, sample_geometry
+from cnnlab.data.batching import BatchLoader
 from cnnlab.data.folder import DataWarning, skipped_message
-from cnnlab.data.memory import _AUGMENT_STREAM, derive_seed
 from cnnlab.data.normalize import Normalizer
 from cnnlab.data.shards_read import (
     MANIFEST_NAME,
@@ -53,7 +52,7 @@ __all__ = [
 ]
 
 
-class ShardLoader:
+class ShardLoader(BatchLoader):
     """Batches of one split of a shard pack on the device: shuffled, augmented, normalized.
 
     The same interface and batch semantics as :class:`~cnnlab.data.memory.DeviceLoader`: yields
@@ -120,12 +119,8 @@ class ShardLoader:
         image_size: tuple[int, int] | None = None,
         strict: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise DataError(f"num_workers must be >= 0, got {num_workers}")
-        if not dtype.is_floating_point:
-            raise DataError(f"loader dtype must be a floating type, got {dtype}")
         self.dataset = ShardDataset(
             pack_dir,
             split,
@@ -138,37 +133,26 @@ class ShardLoader:
             rank=rank,
             world_size=world_size,
         )
-        self.normalizer = normalizer or Normalizer("scale")
-        self.normalizer.check_channels(self.dataset.channels)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.augment = None if augment is None or augment.is_identity else augment
-        self.drop_last, self.channels_last, self.dtype = drop_last, channels_last, dtype
-        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self._configure(
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            augment=augment,
+            normalizer=normalizer,
+            drop_last=drop_last,
+            channels_last=channels_last,
+            dtype=dtype,
+            rank=rank,
+            world_size=world_size,
+            shape=self.dataset.shape,
+            dataset_size=self.dataset.dataset_size,
+        )
+        self.num_workers = num_workers
         self.device = torch.device(device)
         self.classes = list(self.dataset.classes)
         self.name = f"{self.dataset.pack_dir.name}/{split}"
-        self.shape: tuple[int, int, int] = self.dataset.shape
-        self.dataset_size = self.dataset.dataset_size
-        self.per_rank = self.dataset.per_rank
-        if drop_last:
-            self.num_batches = self.per_rank // batch_size
-            self.num_samples = self.num_batches * batch_size
-        else:
-            self.num_batches = math.ceil(self.per_rank / batch_size)
-            self.num_samples = self.per_rank
-        self.epoch = 0
         self.skipped: list[str] = []
         self._loader: DataLoader | None = None
-
-    def __len__(self) -> int:
-        """Number of batches per epoch (on this rank)."""
-        return self.num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce epoch ``epoch`` (order and augmentation)."""
-        if epoch < 0:
-            raise DataError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
 
     def close(self) -> None:
         """Stop the worker processes (they also stop when the loader is garbage collected)."""
@@ -189,13 +173,8 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(x, y)``: x float ``(B, C, H, W)`` normalized, y int64 ``(B,)``, on device."""
-        epoch = self.epoch
-        self.epoch = epoch + 1  # iterating again without set_epoch moves on
+        epoch, generator = self._start_epoch()
         self.dataset.set_epoch(epoch)  # before iter(): workers read it when the epoch starts
-        generator = None
-        if self.augment is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(derive_seed(self.seed, epoch, _AUGMENT_STREAM, self.rank))
         return self._batches(generator)
 
     def _device_batches(self, skipped: list[str]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -229,10 +208,7 @@ class ShardLoader:
                 x = gather_batch(x, index, geometry, self.channels_last)
             elif self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if cfg is not None and cfg.has_color:
-                x = x.to(torch.float32).div_(255.0)  # colour ops need [0, 1] floats
-                apply_color_(x, cfg, generator)
-            yield self.normalizer(x, self.dtype), y
+            yield self._finish(x, generator), y
         self.skipped = skipped
         if skipped:
             message = skipped_message(self.name, skipped, self.per_rank)

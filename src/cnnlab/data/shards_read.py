@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cnnlab.data.batching import derive_seed
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_image_bytes, default_workers
 from cnnlab.data.folder import DataWarning, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet
-from cnnlab.data.memory import derive_seed
 from cnnlab.errors import CorruptImageError, DataError
 
 MANIFEST_NAME = "manifest.json"

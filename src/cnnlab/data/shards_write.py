@@ -42,12 +42,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnnlab.atomic import atomic_path
+from cnnlab.data.batching import derive_seed
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
 from cnnlab.data.decode import decode_image_bytes, default_workers, sniff_format
 from cnnlab.data.folder import DataWarning, guess_channels, scan_folder, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
-from cnnlab.data.memory import derive_seed
 from cnnlab.data.registry import dataset_info
 from cnnlab.data.shards_read import (
     MANIFEST_NAME,
