@@ -82,6 +82,9 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+_ALLOW = "download=True; on the command line, without --no-download"
+
+
 def fetch(
     file: RemoteFile, directory: str | os.PathLike, download: bool = True, progress: bool = False
 ) -> Path:
@@ -116,13 +119,13 @@ def fetch(
         if not download:
             raise ChecksumError(
                 f"{target}: {problem}; delete the file to download it again, or allow "
-                f"downloads (download=True) so that cnnlab replaces it"
+                f"downloads ({_ALLOW}) so that cnnlab replaces it"
             )
         _remove_quietly(target)  # known bad: never leave it where a later run could trust it
     elif not download:
         raise DataError(
             f"{file.filename} is not in {directory} and downloading is off; download it from "
-            f"{file.urls[0]} and save it as {target}, or allow downloads (download=True)"
+            f"{file.urls[0]} and save it as {target}, or allow downloads ({_ALLOW})"
         )
     _marker(target).unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
