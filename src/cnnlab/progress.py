@@ -8,26 +8,35 @@ from collections.abc import Callable, Iterator
 
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 
 @contextlib.contextmanager
 def progress_bar(
-    description: str, total: int | None, enabled: bool = True
+    description: str, total: int | None, enabled: bool = True, unit: str = "items"
 ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``: a Rich bar on stderr when ``enabled``, a no-op otherwise."""
+    """Yield ``advance(n)``: a Rich bar on stderr when ``enabled``, a no-op otherwise.
+
+    ``unit="bytes"`` shows sizes and transfer speed (downloads) instead of a count.
+    """
     if not enabled:
         yield lambda n=1: None
         return
+    if unit == "bytes":
+        counts = (DownloadColumn(), TransferSpeedColumn())
+    else:
+        counts = (MofNCompleteColumn(),)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        *counts,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )

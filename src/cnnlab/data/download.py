@@ -20,13 +20,12 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cnnlab.atomic import atomic_path, write_text_atomic
 from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
+from cnnlab.progress import progress_bar
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
 TIMEOUT_S = 60.0  # per socket operation, not for the whole download
@@ -243,7 +242,8 @@ def _stream(response, tmp: Path, digest, total: int | None, label: str, progress
     the count with the expected size and reports the truncation.
     """
     received = 0
-    with open(tmp, "wb") as out, _progress_bar(label, total, progress) as advance:
+    bar = progress_bar(f"downloading {label}", total, progress, unit="bytes")
+    with open(tmp, "wb") as out, bar as advance:
         while True:
             try:
                 chunk = response.read(CHUNK)
@@ -256,33 +256,6 @@ def _stream(response, tmp: Path, digest, total: int | None, label: str, progress
             advance(len(chunk))
             if done:
                 return received
-
-
-@contextmanager
-def _progress_bar(label: str, total: int | None, enabled: bool) -> Iterator:
-    """Yield ``advance(n)``; a Rich download bar when ``enabled``, else a no-op."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(f"downloading {label}", total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _archive_stamp(archive: Path) -> dict:

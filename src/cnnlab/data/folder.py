@@ -8,6 +8,7 @@ with ``strict``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -18,7 +19,7 @@ import torch
 
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_files
+from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_files, first_image_size
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.errors import CorruptImageError, DataError
 
@@ -231,10 +232,8 @@ def load_folder_splits(
     size = opts.image_size
     size_requested = size is not None
     if size is None:  # the train split's first image decides, for every split
-        from cnnlab.data.decode import first_image_size
-
-        size = first_image_size([str(f) for f in train_files], channels)
-    opts = LoadOptions(**{**opts.__dict__, "image_size": size})
+        size = first_image_size(train_files, channels)
+    opts = dataclasses.replace(opts, image_size=size)
     out = {}
     for split, files in layout.splits.items():
         key = {
