@@ -24,13 +24,9 @@ $(VENV)/.test: pyproject.toml $(VENV)/.base
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+# The main job: lenet5 on the bundled digits (no network), into runs/<name>/; prints the folder.
 demo: $(VENV)/.base
-	$(BIN)/cnnlab models
-	$(BIN)/cnnlab summary basic_cnn
-	$(BIN)/cnnlab summary resnet34_lab
-	$(BIN)/cnnlab summary examples/specs/squeezenet_flowers.yaml
-	$(BIN)/cnnlab data stats digits
-	$(BIN)/cnnlab data show digits --out runs/digits_samples.png
+	$(BIN)/cnnlab train
 
 test: $(VENV)/.test
 	$(BIN)/ruff check src tests

@@ -92,7 +92,12 @@ def test_other_classes_and_grayscale(name):
     with torch.no_grad():
         out = model(torch.randn(1, 1, h, w))
     assert out.shape == (1, 3)
-    assert model.cnnlab_meta == {"name": name, "input_shape": (1, h, w), "num_classes": 3}
+    assert model.cnnlab_meta == {
+        "name": name,
+        "input_shape": (1, h, w),
+        "num_classes": 3,
+        "kwargs": {},
+    }
 
 
 def test_vgg16_on_cifar():

@@ -9,6 +9,9 @@ The public API:
   arithmetic, parameter counts.
 - :func:`load_dataset`, :func:`list_datasets`, :func:`build_loaders` — datasets and input
   pipelines (more in :mod:`cnnlab.data`).
+- :func:`fit`, :func:`evaluate`, :func:`evaluate_run`, :func:`predict`, :func:`load_run`,
+  :func:`resume_run` with :class:`TrainConfig` — training into run folders, evaluation and
+  prediction (more in :mod:`cnnlab.train`).
 
 Shapes that users write are height x width x channels (``"32x32x3"``), as in the lessons;
 tensors are NCHW.
@@ -17,33 +20,74 @@ tensors are NCHW.
 __version__ = "0.1.0"
 
 from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
-from cnnlab.errors import CnnlabError, DataError, ShapeError, SpecError, UnknownModelError
+from cnnlab.errors import (
+    CnnlabError,
+    ConfigError,
+    DataError,
+    RunError,
+    ShapeError,
+    SpecError,
+    TrainingError,
+    UnknownModelError,
+)
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info, register_model
 from cnnlab.params import ParamCounts, count_params
 from cnnlab.spec import build_from_spec
 from cnnlab.summary import ModelSummary, summary
 
+# The training API is imported on first use (PEP 562), keeping `import cnnlab` light.
+_TRAIN_EXPORTS = (
+    "History",
+    "TrainConfig",
+    "evaluate",
+    "evaluate_run",
+    "fit",
+    "load_run",
+    "predict",
+    "resume_run",
+)
+
+
+def __getattr__(name: str):
+    if name in _TRAIN_EXPORTS:
+        import cnnlab.train
+
+        return getattr(cnnlab.train, name)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
 __all__ = [
     "CnnlabError",
+    "ConfigError",
     "DataConfig",
     "DataError",
+    "History",
     "ModelSummary",
     "ParamCounts",
+    "RunError",
     "ShapeError",
     "SpecError",
+    "TrainConfig",
+    "TrainingError",
     "UnknownModelError",
     "__version__",
     "build_from_spec",
     "build_loaders",
     "count_params",
     "create_model",
+    "evaluate",
+    "evaluate_run",
     "explain",
+    "fit",
     "list_datasets",
     "list_models",
     "load_dataset",
+    "load_run",
     "load_splits",
     "model_info",
+    "predict",
     "register_model",
+    "resume_run",
     "summary",
 ]

@@ -10,6 +10,7 @@ from rich.table import Table
 from cnnlab import __version__
 from cnnlab.cli_common import cells, console, fail, user_errors
 from cnnlab.cli_data import data_app
+from cnnlab.cli_train import eval_cmd, predict_cmd, train_cmd
 
 app = typer.Typer(
     name="cnnlab",
@@ -20,6 +21,9 @@ app = typer.Typer(
 )
 
 app.add_typer(data_app, name="data")
+app.command("train")(user_errors(train_cmd))
+app.command("eval")(user_errors(eval_cmd))
+app.command("predict")(user_errors(predict_cmd))
 
 ShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")
@@ -160,3 +164,7 @@ def explain_cmd(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

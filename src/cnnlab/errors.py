@@ -50,3 +50,15 @@ class UnsafeArchiveError(DataError):
 
 class CorruptImageError(DataError):
     """An image file that cannot be decoded (truncated, corrupt or not an image)."""
+
+
+class ConfigError(CnnlabError, ValueError):
+    """A training option that cannot be used; the message names the field and the bad value."""
+
+
+class TrainingError(CnnlabError, RuntimeError):
+    """A run that cannot go on (non-finite loss, unusable checkpoint); says what was kept."""
+
+
+class RunError(CnnlabError, ValueError):
+    """A run folder that is missing, incomplete or from an incompatible version."""

@@ -153,7 +153,8 @@ def create_model(
         **kwargs: options of the model's factory (e.g. ``batchnorm=True``).
 
     Returns:
-        The model; ``model.cnnlab_meta`` holds its name, input shape ``(C, H, W)`` and classes.
+        The model; ``model.cnnlab_meta`` holds its name, input shape ``(C, H, W)``, classes and
+        the factory options given.
     """
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
@@ -165,7 +166,12 @@ def create_model(
         model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
     except ShapeError as err:
         raise ShapeError(f"model {name!r} at input {hwc(shape)}: {err}") from err
-    model.cnnlab_meta = {"name": name, "input_shape": shape, "num_classes": classes}
+    model.cnnlab_meta = {
+        "name": name,
+        "input_shape": shape,
+        "num_classes": classes,
+        "kwargs": dict(kwargs),  # with name and shape: enough to rebuild it (run folders)
+    }
     return model
 
 

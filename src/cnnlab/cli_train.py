@@ -1,0 +1,333 @@
+"""``cnnlab train``, ``cnnlab eval`` and ``cnnlab predict``: flags to configs, results to text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from cnnlab.cli_common import console, fail
+from cnnlab.cli_data import ChannelsOpt, NoDownloadOpt, RootOpt, SizeOpt, StrictOpt, shown_warnings
+
+TRAIN_HELP = "Training options"
+DATA_HELP = "Data options"
+RUN_HELP = "Run options"
+
+
+def _opt(*names: str, help: str, panel: str = TRAIN_HELP, **kw):
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(help="Registry name (see `cnnlab models`) or spec file (.yaml/.json)."),
+]
+DataOpt = Annotated[
+    str,
+    _opt("--data", "-d", help="Dataset name or folder (see `cnnlab data list`).", panel=DATA_HELP),
+]
+
+
+def parse_model_options(items: list[str]) -> dict:
+    """``["batchnorm=true", "dropout=0.3"]`` to ``{"batchnorm": True, "dropout": 0.3}``."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--model-opt {item!r} must look like NAME=VALUE, e.g. batchnorm=true")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def strip_launcher_args(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc-per-node N`` (torchrun's processes must not relaunch)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc-per-node":
+            skip = True
+            continue
+        if arg.startswith("--nproc-per-node="):
+            continue
+        out.append(arg)
+    return out
+
+
+def launch_torchrun(nproc: int) -> None:
+    """Re-run this ``cnnlab`` command under torchrun with ``nproc`` processes; exit with its
+    status."""
+    from cnnlab.train.distributed import torchrun_command
+
+    cmd = torchrun_command(nproc, strip_launcher_args(sys.argv[1:]))
+    console.print(f"launching: {' '.join(cmd)}", highlight=False)
+    raise typer.Exit(subprocess.call(cmd))
+
+
+def exit_code(stopped: str) -> int:
+    """Exit status of a run: 0 finished, 130 interrupted (as a shell reports Ctrl-C)."""
+    return 130 if stopped == "interrupted" else 0
+
+
+def train_cmd(
+    model: ModelArg = "lenet5",
+    data: DataOpt = "digits",
+    epochs: Annotated[int, _opt("--epochs", "-e", help="Passes over the training data.")] = 10,
+    batch_size: Annotated[
+        int, _opt("--batch-size", "-b", help="Batch size per process.", panel=DATA_HELP)
+    ] = 128,
+    optimizer: Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")] = "adam",
+    lr: Annotated[
+        float | None, _opt("--lr", help="Peak learning rate (default: sgd 0.1, adam 1e-3).")
+    ] = None,
+    momentum: Annotated[float, _opt("--momentum", help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[
+        float, _opt("--weight-decay", help="Weight decay of conv/linear weights.")
+    ] = 0.0,
+    schedule: Annotated[
+        str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp (lesson 003).")
+    ] = "constant",
+    warmup_epochs: Annotated[
+        float, _opt("--warmup-epochs", help="Linear warm-up; the ramp of rampup-exp.")
+    ] = 0.0,
+    label_smoothing: Annotated[
+        float, _opt("--label-smoothing", help="Cross-entropy label smoothing.")
+    ] = 0.0,
+    grad_clip: Annotated[float | None, _opt("--grad-clip", help="Max gradient norm.")] = None,
+    early_stop: Annotated[
+        int | None, _opt("--early-stop", help="Stop after N epochs without improvement.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, _opt("--max-steps", help="Stop after N optimizer steps in total.")
+    ] = None,
+    val_split: Annotated[
+        float, _opt("--val-split", help="Validation fraction of train.", panel=DATA_HELP)
+    ] = 0.1,
+    augment: Annotated[
+        str,
+        _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP),
+    ] = "none",
+    normalize: Annotated[
+        str, _opt("--normalize", help="none, scale or standardize.", panel=DATA_HELP)
+    ] = "scale",
+    image_size: SizeOpt = None,
+    channels: ChannelsOpt = None,
+    in_memory: Annotated[
+        str, _opt("--in-memory", help="auto, on or off (stream from shards).", panel=DATA_HELP)
+    ] = "auto",
+    workers: Annotated[
+        int | None, _opt("--workers", help="Decode processes.", panel=DATA_HELP)
+    ] = None,
+    strict: StrictOpt = False,
+    root: RootOpt = None,
+    no_download: NoDownloadOpt = False,
+    model_opt: Annotated[
+        list[str], _opt("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    seed: Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")] = 0,
+    device: Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, _opt("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    channels_last: Annotated[
+        bool | None,
+        _opt("--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA)."),
+    ] = None,
+    compile: Annotated[bool, _opt("--compile", help="torch.compile the model.")] = False,
+    run_dir: Annotated[
+        Path | None,
+        _opt("--run-dir", help="Run folder (default runs/<model>-<data>-<time>).", panel=RUN_HELP),
+    ] = None,
+    resume: Annotated[
+        bool, _opt("--resume", help="Continue the run in --run-dir.", panel=RUN_HELP)
+    ] = False,
+    tensorboard: Annotated[
+        bool, _opt("--tensorboard", help="Write TensorBoard events.", panel=RUN_HELP)
+    ] = False,
+    quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)] = False,
+    progress: Annotated[
+        str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)
+    ] = "auto",
+    lr_find: Annotated[
+        bool,
+        _opt("--lr-find", help="Run the LR range test, plot it, suggest an --lr; no training."),
+    ] = False,
+    nproc_per_node: Annotated[
+        int | None,
+        _opt("--nproc-per-node", help="Launch torchrun with N processes (GPUs).", panel=RUN_HELP),
+    ] = None,
+) -> None:
+    """Train a model; by default lenet5 on the bundled digits."""
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig, fit
+    from cnnlab.train.fit import resume_run
+
+    if nproc_per_node is not None and "LOCAL_RANK" not in os.environ:
+        launch_torchrun(nproc_per_node)
+    shown = "none" if quiet else progress
+    with shown_warnings():
+        if resume:
+            if run_dir is None:
+                fail("--resume needs --run-dir DIR (the run to continue)")
+            given = epochs if "--epochs" in sys.argv or "-e" in sys.argv else None
+            history = resume_run(
+                run_dir, epochs=given, device=device, progress=shown, max_steps=max_steps
+            )
+            raise typer.Exit(exit_code(history.stopped))
+        data_cfg = DataConfig(
+            source=data,
+            batch_size=batch_size,
+            image_size=image_size,
+            channels=channels,
+            val_split=val_split,
+            seed=seed,
+            normalize=normalize,
+            augment=augment,
+            in_memory=in_memory,
+            workers=workers,
+            strict=strict,
+            root=str(root) if root else None,
+            download=not no_download,
+            progress=not quiet,
+        )
+        cfg = TrainConfig(
+            epochs=epochs,
+            optimizer=optimizer,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            grad_clip=grad_clip,
+            early_stop=early_stop,
+            max_steps=max_steps,
+            seed=seed,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            run_dir=str(run_dir) if run_dir else None,
+            tensorboard=tensorboard,
+            progress=shown,
+        )
+        options = parse_model_options(model_opt)
+        if lr_find:
+            _lr_find(model, data_cfg, cfg, options, run_dir)
+            return
+        history = fit(model, data_cfg, cfg, model_options=options)
+    _print_result(history, quiet)
+    raise typer.Exit(exit_code(history.stopped))
+
+
+def _lr_find(model, data_cfg, cfg, options: dict, run_dir: Path | None) -> None:
+    from cnnlab.train.lr_find import lr_find
+    from cnnlab.viz.samples import save_figure
+
+    result = lr_find(model, data_cfg, cfg, model_options=options)
+    out = (run_dir or Path("runs")) / "lr_find.png"
+    save_figure(result.plot(), out)
+    if result.suggestion is None:
+        console.print("no learning rate made the loss fall; try a wider range", highlight=False)
+    else:
+        console.print(
+            f"suggested --lr {result.suggestion:.2g} (steepest loss descent); "
+            f"minimum/10: {result.min_over_10:.2g}",
+            highlight=False,
+        )
+    console.print(f"wrote {out}", highlight=False)
+
+
+def _print_result(history, quiet: bool) -> None:
+    if quiet or int(os.environ.get("RANK", "0")) != 0:
+        return
+    metrics = getattr(history, "final_metrics", None) or {}
+    test = metrics.get("test") or metrics.get("val")
+    if test:
+        split = "test" if "test" in metrics else "val"
+        console.print(
+            f"{split} accuracy (best weights, epoch {metrics.get('best_epoch')}): "
+            f"{test['accuracy']:.2%} on {test['count']:,} images",
+            highlight=False,
+        )
+    console.print(f"run folder: {history.run_dir}", highlight=False)
+
+
+RunArg = Annotated[Path, typer.Argument(help="Run folder written by `cnnlab train`.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="best or last.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+def eval_cmd(
+    run_dir: RunArg,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Other data with the same classes (default: the run's)."),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="test, val or train.")] = "test",
+    weights: WeightsOpt = "best",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN_DIR/eval-SPLIT).")
+    ] = None,
+    worst: Annotated[int, typer.Option("--worst", help="Worst-classified images to show.")] = 30,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Accuracy, per-class precision/recall/F1, confusion matrix, most-confused pairs, worst
+    images."""
+    from cnnlab.train.evaluation import evaluate_run
+
+    with shown_warnings():
+        result = evaluate_run(
+            run_dir,
+            data=data,
+            split=split,
+            weights=weights,
+            device=device,
+            out_dir=out,
+            worst=worst,
+        )
+    m = result.metrics
+    top5 = f", top-5 {m['top5']:.2%}" if "top5" in m else ""
+    console.print(
+        f"{split}: accuracy {m['accuracy']:.2%}{top5}, loss {m['loss']:.4f} "
+        f"({m['count']:,} images, {weights} weights)",
+        highlight=False,
+    )
+    console.print(result.report.to_text(), highlight=False, markup=False)
+    if result.most_confused:
+        pairs = ", ".join(f"{t} -> {p} ({n})" for t, p, n in result.most_confused[:5])
+        console.print(f"most confused: {pairs}", highlight=False, markup=False)
+    for role, path in result.files.items():
+        console.print(f"wrote {path} ({role})", highlight=False)
+
+
+def predict_cmd(
+    run_dir: RunArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, ...).")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 3,
+    weights: WeightsOpt = "best",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Class probabilities of images, preprocessed exactly as in training."""
+    import json
+
+    from cnnlab.train import load_run, predict
+    from cnnlab.train.device import resolve_device
+
+    run = load_run(run_dir, weights=weights, device=resolve_device(device))
+    predictions = predict(run, list(images), top_k=top_k)
+    if as_json:
+        rows = [
+            {"image": p.source, "top": [{"class": c, "probability": q} for c, q in p.top]}
+            for p in predictions
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    for p in predictions:
+        shown = ", ".join(f"{c} {q:.1%}" for c, q in p.top)
+        console.print(f"{p.source}: {shown}", highlight=False, markup=False)

@@ -1,0 +1,88 @@
+"""Checkpoint files: weights as safetensors, the resumable training state as ``state.pt``.
+
+``state.pt`` holds plain data only (tensors, numbers, strings, lists, dicts), so it loads with
+``torch.load(weights_only=True)``: opening a checkpoint never runs code. It carries the model's
+weights too, so one atomic rename makes weights and optimizer state agree at every moment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cnnlab.atomic import atomic_path
+from cnnlab.errors import RunError
+
+STATE_FORMAT = 1
+
+
+def cpu_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies that share no storage (safetensors refuses shared tensors)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def save_weights(
+    path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write a state dict to a ``.safetensors`` file atomically."""
+    with atomic_path(path) as tmp:
+        save_file(cpu_state_dict(state), str(tmp), metadata=metadata)
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` state dict.
+
+    Raises:
+        RunError: missing or unreadable file, naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"weights file '{path}' does not exist")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise RunError(f"weights file '{path}' is not a readable safetensors file: {err}") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch random generators (CPU and every CUDA device): dropout and init draw here."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` (CUDA states only where the devices are there)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically (a kill mid-write leaves the previous file)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": STATE_FORMAT, **state}, tmp)
+
+
+def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read ``state.pt`` with ``weights_only=True``.
+
+    Raises:
+        RunError: missing, truncated or foreign file, naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"no checkpoint '{path}': nothing to resume")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise RunError(f"checkpoint '{path}' cannot be read: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise RunError(f"checkpoint '{path}' is not a cnnlab state file (format {STATE_FORMAT})")
+    return state

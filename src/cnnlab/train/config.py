@@ -1,0 +1,194 @@
+"""`TrainConfig`: everything about how a run trains (the CLI and YAML files only fill it).
+
+Validation happens here, once, with messages that name the field, the bad value and the valid
+choices, so a mistake fails before any data is loaded or any file is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cnnlab.errors import ConfigError, choices_text
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "rampup-exp")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+MONITORS = ("val_accuracy", "val_loss")
+# Learning rate when none is given: the usual starting points (Keras' Adam default; SGD as in
+# lesson 002's recipe).
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    """How a run trains.
+
+    Attributes:
+        epochs: passes over the training split.
+        optimizer: "sgd", "adam" or "adamw".
+        lr: peak learning rate; None for the optimizer's default (:data:`DEFAULT_LR`).
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: L2 (SGD/Adam) or decoupled (AdamW) decay of conv/linear weights; biases
+            and normalization parameters are not decayed.
+        schedule: "constant", "step" (x ``gamma`` every ``step_epochs``), "cosine" (to
+            ``min_lr``), "onecycle", or "rampup-exp" (lesson 003: linear ramp from
+            ``start_lr`` to ``lr`` over ``warmup_epochs``, hold ``sustain_epochs``, then
+            ``(lr - min_lr) * decay**k + min_lr`` per epoch).
+        warmup_epochs: linear warm-up (fractional epochs allowed); the ramp of "rampup-exp".
+        step_epochs, gamma: the "step" schedule.
+        min_lr: floor of "cosine" and "rampup-exp".
+        start_lr: first learning rate of "rampup-exp" (and of warm-up); None: ``lr / 10``.
+        sustain_epochs, decay: "rampup-exp" hold and per-epoch decay factor.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        grad_clip: clip the gradient norm to this value (None: no clipping).
+        early_stop: stop after this many epochs without improvement of ``monitor``.
+        monitor: "val_accuracy" or "val_loss": picks the best weights and drives early stop.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+        precision: "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaling, CUDA).
+        channels_last: NHWC memory format; None: on for CUDA, off elsewhere.
+        compile: wrap the model in ``torch.compile``.
+        seed: seed of weights init, dropout and (through DataConfig) the data order.
+        deterministic: ask PyTorch for deterministic kernels (slower on CUDA).
+        progress: "auto" (bar on a terminal, plain lines otherwise), "bar", "lines", "none".
+        run_dir: the run folder; None: ``runs/<model>-<data>-<timestamp>``.
+        resume: continue the run in ``run_dir`` from its last checkpoint.
+        tensorboard: also write TensorBoard event files into the run folder.
+        nan_check_every: steps between checks for a non-finite loss (every step on CPU).
+        max_steps: stop after this many optimizer steps in total (smoke tests, benchmarks).
+    """
+
+    epochs: int = 10
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    start_lr: float | None = None
+    sustain_epochs: int = 0
+    decay: float = 0.8
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    early_stop: int | None = None
+    monitor: str = "val_accuracy"
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool | None = None
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    progress: str = "auto"
+    run_dir: str | None = None
+    resume: bool = False
+    tensorboard: bool = False
+    nan_check_every: int = 20
+    max_steps: int | None = None
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the optimizer's default learning rate."""
+        return DEFAULT_LR.get(self.optimizer, 1e-3) if self.lr is None else self.lr
+
+    def validate(self) -> TrainConfig:
+        """Check every field; return self.
+
+        Raises:
+            ConfigError: naming the field, its bad value and the valid values.
+        """
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("progress", self.progress, PROGRESS_MODES)
+        _choice("monitor", self.monitor, MONITORS)
+        base = self.device.split(":", 1)[0]
+        if base not in DEVICES or (":" in self.device and base != "cuda"):
+            raise ConfigError(
+                f"device {self.device!r} is not one of: {choices_text(DEVICES)} (or cuda:N)"
+            )
+        _integer("epochs", self.epochs, 1)
+        _integer("step_epochs", self.step_epochs, 1)
+        _integer("sustain_epochs", self.sustain_epochs, 0)
+        _integer("seed", self.seed, 0)
+        _integer("nan_check_every", self.nan_check_every, 1)
+        for name in ("early_stop", "max_steps"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1)
+        _positive("lr", self.lr, allow_none=True)
+        _positive("start_lr", self.start_lr, allow_none=True)
+        _positive("grad_clip", self.grad_clip, allow_none=True)
+        _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _in_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        _in_range("decay", self.decay, 0.0, 1.0, low_open=True)
+        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _in_range("min_lr", self.min_lr, 0.0, math.inf)
+        _in_range("warmup_epochs", self.warmup_epochs, 0.0, math.inf)
+        if self.min_lr > self.peak_lr:
+            raise ConfigError(f"min_lr {self.min_lr} is above the learning rate {self.peak_lr}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for config.yaml)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training option {unknown[0]!r}; valid options: {choices_text(known)}"
+            )
+        return cls(**data)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} is not one of: {choices_text(choices)}")
+
+
+def _integer(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if _number(name, value) <= 0 or math.isinf(value):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _in_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    v = _number(name, value)
+    too_low = v <= low if low_open else v < low
+    too_high = v >= high if high_open else v > high
+    if too_low or too_high:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise ConfigError(f"{name} must lie in {left}{low}, {high}{right}, got {value!r}")

@@ -1,0 +1,75 @@
+"""Where and in what precision a run computes: device choice, autocast, gradient scaling."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from cnnlab.errors import ConfigError
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then MPS, then CPU; an explicit device must be available.
+
+    Raises:
+        ConfigError: naming the device and what this machine has.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device {name!r} is not a valid device: {err}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; use --device cpu")
+    return device
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 needs CUDA (loss scaling on other devices is not worth it); bf16 runs anywhere.
+
+    Raises:
+        ConfigError: fp16 off CUDA.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"precision 'fp16' needs a CUDA device, got {device.type!r}; use bf16 or fp32"
+        )
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward-pass context of ``precision``: autocast for bf16/fp16, nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 (whose small range underflows gradients); None otherwise."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def wants_channels_last(setting: bool | None, device: torch.device) -> bool:
+    """``channels_last`` as asked, or by default on CUDA (tensor cores prefer NHWC)."""
+    return device.type == "cuda" if setting is None else setting

@@ -1,0 +1,126 @@
+"""Several processes, one run: PyTorch's own distributed engine (torchrun + DDP).
+
+``cnnlab train`` under ``torchrun`` finds ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in its
+environment, joins the process group (nccl on CUDA, gloo on CPU), wraps the model in
+DistributedDataParallel and trains on its own share of every epoch. Only rank 0 prints and
+writes the run folder. ``cnnlab train --nproc-per-node N`` starts torchrun for the user.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.train.device import resolve_device
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the run.
+
+    Attributes:
+        rank, world_size, local_rank: as set by torchrun (0, 1, 0 for a single process).
+        device: this process's device (``cuda:<local_rank>`` under torchrun on CUDA).
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that prints and writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process."""
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text!r} is not an integer") from None
+
+
+def setup(device_name: str = "auto") -> DistEnv:
+    """Detect torchrun and join its process group (once); a single process otherwise.
+
+    Raises:
+        ConfigError: a bad device, or more processes than CUDA devices on this node.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    device = resolve_device(device_name)
+    if world <= 1:
+        return DistEnv(0, 1, 0, device)
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local} but this node has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device.type == "mps":
+        raise ConfigError("distributed training on MPS is not supported; use --device cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=_dt.timedelta(minutes=30))
+    return DistEnv(rank, world, local, device)
+
+
+def wrap(model: nn.Module, env: DistEnv) -> nn.Module:
+    """``model`` in DistributedDataParallel when there are several processes."""
+    if not env.distributed:
+        return model
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def broadcast(value: Any, env: DistEnv) -> Any:
+    """Rank 0's ``value`` on every rank (a run folder name, a resume decision)."""
+    if not env.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every process (e.g. until rank 0 has written a checkpoint)."""
+    if env.distributed:
+        dist.barrier()
+
+
+def torchrun_command(nproc: int, args: list[str], nnodes: str = "1", **rdzv: str) -> list[str]:
+    """The torchrun command line that runs ``cnnlab <args>`` on ``nproc`` processes per node.
+
+    Args:
+        nproc: processes on this node (one per GPU, or CPU workers).
+        args: the cnnlab arguments (without ``--nproc-per-node``).
+        nnodes: torchrun's ``--nnodes`` (``"2"`` or ``"1:4"``).
+        **rdzv: extra torchrun options such as ``rdzv_endpoint="host:29500"``,
+            ``rdzv_id="job1"``, ``node_rank="0"`` (underscores become dashes).
+    """
+    if nproc < 1:
+        raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    cmd.append(f"--nnodes={nnodes}")
+    if nnodes == "1" and not rdzv:
+        cmd.append("--standalone")
+    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in rdzv.items()]
+    return [*cmd, "-m", "cnnlab.cli", *args]

@@ -1,0 +1,53 @@
+"""Training curves: loss and accuracy, training vs validation, as lesson 004's
+``plot_loss_acc`` draws them (titles carry the final values)."""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def _series(history: list[dict], key: str) -> list[float]:
+    return [float(row.get(key, math.nan)) for row in history]
+
+
+def _has(values: list[float]) -> bool:
+    return any(math.isfinite(v) for v in values)
+
+
+def _last(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return finite[-1] if finite else math.nan
+
+
+def plot_curves(history: list[dict], title: str | None = None) -> Figure:
+    """Two stacked panels: loss, then accuracy; training ``.--``, validation ``o-``.
+
+    Args:
+        history: one dict per epoch with ``epoch``, ``loss``, ``accuracy`` and optionally
+            ``val_loss``, ``val_accuracy`` (missing or NaN values are skipped).
+        title: a title over both panels (the run's name).
+    """
+    epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(history)]
+    figure = Figure(figsize=(10, 10))
+    panels = (("loss", "Loss", "{:.4f}", 1.0), ("accuracy", "Accuracy", "{:.2f}%", 100.0))
+    for index, (key, label, fmt, scale) in enumerate(panels, start=1):
+        ax = figure.add_subplot(2, 1, index)
+        train, val = _series(history, key), _series(history, f"val_{key}")
+        ax.plot(epochs, train, ".--", label=f"Training {label.lower()}")
+        text = f"Training {label.lower()}: {fmt.format(_last(train) * scale)}"
+        if _has(val):
+            ax.plot(epochs, val, "o-", label=f"Validation {label.lower()}")
+            text += f", Validation {label.lower()}: {fmt.format(_last(val) * scale)}"
+        ax.set_title(text)
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.axes[-1].set_xlabel("Epochs")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
