@@ -225,3 +225,11 @@ def test_lr_find_suggestion_is_steepest_descent():
     losses = [2.3, 2.3, 2.2, 1.5, 1.2, 1.1, 3.0]
     assert suggest(lrs, losses) == 1e-3  # the largest drop is around 1e-3
     assert suggest(lrs, [2.3] * 7) is None
+
+
+def test_default_train_reaches_95_percent_on_digits(tmp_path):
+    """`make demo`'s job: no arguments but the folder, lenet5 on digits, >= 95% test."""
+    result = run("train", "--run-dir", tmp_path / "run", "--progress", "none")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.95 and metrics["epochs"] == 10

@@ -36,7 +36,8 @@ def test_digits_in_memory_defaults():
     assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # "scale"
     assert len(loaders.val.labels) == 143 and len(loaders.test.labels) == 359
-    assert loaders.val.batch_size == 128
+    assert loaders.val.batch_size == 256  # evaluation batches: 2 x batch_size, at least 256
+    assert build_loaders(DataConfig(batch_size=200)).test.batch_size == 400
 
 
 def test_folder_streamed_equals_in_memory(tmp_path):

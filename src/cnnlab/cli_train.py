@@ -80,8 +80,8 @@ def train_cmd(
     data: DataOpt = "digits",
     epochs: Annotated[int, _opt("--epochs", "-e", help="Passes over the training data.")] = 10,
     batch_size: Annotated[
-        int, _opt("--batch-size", "-b", help="Batch size per process.", panel=DATA_HELP)
-    ] = 128,
+        int, _opt("--batch-size", "-b", help="Batch size per process (Keras' 32).", panel=DATA_HELP)
+    ] = 32,
     optimizer: Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")] = "adam",
     lr: Annotated[
         float | None, _opt("--lr", help="Peak learning rate (default: sgd 0.1, adam 1e-3).")

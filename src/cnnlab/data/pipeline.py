@@ -34,7 +34,7 @@ class DataConfig:
     Attributes:
         source: registered dataset, folder of images, or shard pack folder.
         batch_size: training batch size (per process).
-        eval_batch_size: validation/test batch size (default: 2 x batch_size).
+        eval_batch_size: validation/test batch size (default: 2 x batch_size, at least 256).
         image_size: (H, W) or "HxW" to resize to; None keeps the data's size.
         channels: 1 or 3; None keeps the data's.
         val_split: fraction of train held out when the data has no validation split.
@@ -53,7 +53,7 @@ class DataConfig:
     """
 
     source: str = "digits"
-    batch_size: int = 128
+    batch_size: int = 32  # Keras fit's default
     eval_batch_size: int | None = None
     image_size: tuple[int, int] | str | None = None
     channels: int | None = None
@@ -211,7 +211,7 @@ def _train_val_test(make, cfg: DataConfig, has, rank, world_size, drop_last) -> 
         rank=rank,
         world_size=world_size,
     )
-    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
+    eval_batch = cfg.eval_batch_size or max(2 * cfg.batch_size, 256)
     # Evaluation loaders are not sharded: every rank sees the whole split, so metrics are exact.
     return (train, *(make(s, eval_batch) if has(s) else None for s in ("val", "test")))
 
