@@ -95,8 +95,14 @@ def shard_loader(folder: Path, out: Path, batch_size: int, workers: int, augment
 
     pack_seconds, _ = timed(lambda: pack_shards(folder, out, shards=16, val_split=0.0))
     loader = ShardLoader(
-        out, "train", batch_size, "cpu", shuffle=True, augment=augment,
-        normalizer=normalizer, num_workers=workers,
+        out,
+        "train",
+        batch_size,
+        "cpu",
+        shuffle=True,
+        augment=augment,
+        normalizer=normalizer,
+        num_workers=workers,
     )
     return pack_seconds, loader
 
@@ -125,7 +131,8 @@ def main() -> None:
         t_cached, _ = timed(lambda: load_splits(folder, opts))
         train = splits.train
         rows = [("(a) first decode, JPEG -> uint8 tensor", n / t_decode, f"{t_decode:.2f} s")]
-        rows.append(("    per core", n / t_decode / args.workers if args.workers else n / t_decode, ""))
+        per_core = n / t_decode / args.workers if args.workers else n / t_decode
+        rows.append(("    per core", per_core, ""))
         rows.append(("    second run (decoded cache)", n / t_cached, f"{t_cached:.2f} s"))
         augment = AugmentConfig(flip=True, pad_crop=4)
         normalizer = Normalizer("standardize", MEAN, STD)

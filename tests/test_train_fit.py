@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 
@@ -12,6 +13,7 @@ import yaml
 from cnnlab.errors import ConfigError, RunError, TrainingError
 from cnnlab.train import History, TrainConfig, fit, load_run, predict
 from cnnlab.train.checkpoint import load_state, load_weights
+from cnnlab.train.device import resolve_precision
 from cnnlab.train.fit import resume_run
 from train_helpers import NanAfter, StopAt, config, digits, history_metrics
 
@@ -53,7 +55,11 @@ def test_config_yaml_round_trips(tmp_path):
     cfg = config(tmp_path / "run", optimizer="sgd", lr=0.05, schedule="cosine", epochs=1)
     fit("lenet5", digits(augment="crop=2"), cfg)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert TrainConfig.from_dict(saved["train"]) == cfg
+    # "auto" precision and channels_last are saved as what ran on this machine
+    precision = resolve_precision("auto", torch.device("cpu"))
+    resolved = dataclasses.replace(cfg, precision=precision, channels_last=precision == "bf16")
+    assert saved["train"]["precision"] in ("bf16", "fp32")
+    assert TrainConfig.from_dict(saved["train"]) == resolved
     assert saved["model"] == {
         "name": "lenet5",
         "kind": "registry",

@@ -127,6 +127,50 @@ def test_weight_decay_only_on_weights_and_lr_mult():
     assert lrs_by_name["group1.decay"] == pytest.approx(0.1)
 
 
+def test_optimizers_use_fused_kernels_on_cpu_with_foreach_numerics():
+    """Fused SGD/Adam/AdamW where PyTorch has them; the same updates as the default kernels."""
+    for name in ("sgd", "adam", "adamw"):
+        models = [create_model("lenet5") for _ in range(2)]
+        models[1].load_state_dict(models[0].state_dict())
+        cfg = TrainConfig(optimizer=name, weight_decay=1e-4)
+        fused = build_optimizer(models[0], cfg)
+        assert fused.defaults.get("fused") is True, name
+        name_of = {id(p): n for n, p in models[0].named_parameters()}
+        twin = dict(models[1].named_parameters())
+        groups = [
+            {**g, "fused": None, "params": [twin[name_of[id(p)]] for p in g["params"]]}
+            for g in fused.param_groups
+        ]
+        plain = type(fused)(groups)
+        assert not plain.param_groups[0]["fused"]
+        x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+        for model, opt in ((models[0], fused), (models[1], plain)):
+            for _ in range(3):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_precision_auto_resolves_by_hardware(monkeypatch):
+    from cnnlab.train import device as dev
+
+    cpu, mps = torch.device("cpu"), torch.device("mps")
+    assert dev.resolve_precision("fp32", cpu) == "fp32"
+    assert dev.resolve_precision("bf16", cpu) == "bf16"
+    assert dev.resolve_precision("auto", mps) == "fp32"
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: True)
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    assert dev.wants_channels_last(None, cpu, "bf16") is True
+    assert dev.wants_channels_last(None, cpu, "fp32") is False
+    assert dev.wants_channels_last(False, cpu, "bf16") is False
+    with pytest.raises(ConfigError, match="precision 'fp16' needs a CUDA device"):
+        dev.check_precision("fp16", cpu)
+
+
 def test_frozen_model_and_bad_warmup_are_errors():
     model = create_model("lenet5")
     for p in model.parameters():

@@ -132,10 +132,15 @@ def train_cmd(
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     seed: Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")] = 0,
     device: Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, _opt("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    precision: Annotated[
+        str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
+    ] = "auto",
     channels_last: Annotated[
         bool | None,
-        _opt("--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA)."),
+        _opt(
+            "--channels-last/--no-channels-last",
+            help="NHWC memory format (default: on CUDA, and for bf16 on CPU).",
+        ),
     ] = None,
     compile: Annotated[bool, _opt("--compile", help="torch.compile the model.")] = False,
     run_dir: Annotated[

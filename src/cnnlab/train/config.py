@@ -15,7 +15,7 @@ from cnnlab.errors import ConfigError, choices_text
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "rampup-exp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 MONITORS = ("val_accuracy", "val_loss")
 # Learning rate when none is given: the usual starting points (Keras' Adam default; SGD as in
@@ -49,8 +49,10 @@ class TrainConfig:
         early_stop: stop after this many epochs without improvement of ``monitor``.
         monitor: "val_accuracy" or "val_loss": picks the best weights and drives early stop.
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
-        precision: "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaling, CUDA).
-        channels_last: NHWC memory format; None: on for CUDA, off elsewhere.
+        precision: "auto" (bf16 where the hardware runs it fast: CUDA, CPUs with AMX/AVX-512
+            bf16; fp32 elsewhere), "fp32", "bf16" (autocast) or "fp16" (autocast + gradient
+            scaling, CUDA). The run's config.yaml records the resolved value.
+        channels_last: NHWC memory format; None: on for CUDA and for bf16 on the CPU.
         compile: wrap the model in ``torch.compile``.
         seed: seed of weights init, dropout and (through DataConfig) the data order.
         deterministic: ask PyTorch for deterministic kernels (slower on CUDA).
@@ -81,7 +83,7 @@ class TrainConfig:
     early_stop: int | None = None
     monitor: str = "val_accuracy"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool | None = None
     compile: bool = False
     seed: int = 0

@@ -7,6 +7,7 @@ checkpoint and a non-finite loss into a clear error that keeps the last good che
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from cnnlab.errors import TrainingError
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback, TensorBoardLogger
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.device import check_precision, wants_channels_last
+from cnnlab.train.device import check_precision, resolve_precision, wants_channels_last
 from cnnlab.train.display import Display
 from cnnlab.train.engine import EpochControl, EpochResult, evaluate, train_one_epoch
 from cnnlab.train.finish import finish
@@ -76,12 +77,12 @@ def fit(
     """
     cfg = (config or TrainConfig()).validate()
     env = distributed.setup(cfg.device)
-    check_precision(cfg.precision, env.device)
+    cfg = resolve_hardware(cfg, env.device)
     torch.manual_seed(cfg.seed)  # dropout; data order and augmentation have their own seeds
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     display = Display(cfg.progress if env.is_main else "none", cfg.epochs, print_fn)
-    channels_last = wants_channels_last(cfg.channels_last, env.device)
+    channels_last = bool(cfg.channels_last)
     data_cfg, loaders = make_loaders(data, cfg, env, channels_last)
     torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
     model = model_for_data(model, loaders, model_options)
@@ -110,6 +111,15 @@ def fit(
     s.history.run_dir = run.path
     s.history.final_metrics = getattr(s, "final_metrics", {})
     return s.history
+
+
+def resolve_hardware(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with "auto" precision and channels_last turned into what this device runs (so
+    config.yaml records what was run)."""
+    precision = resolve_precision(cfg.precision, device)
+    check_precision(precision, device)
+    channels_last = wants_channels_last(cfg.channels_last, device, precision)
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
 
 
 def _epochs(s: Session, hooks: list[Callback], flag: StopFlag) -> None:

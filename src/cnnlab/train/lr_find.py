@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab.data import DataConfig, build_loaders
 from cnnlab.errors import ConfigError
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.device import autocast, resolve_device
+from cnnlab.train.device import autocast, resolve_device, resolve_precision
 from cnnlab.train.engine import train_mode
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.session import check_fits, model_for_data
@@ -111,7 +111,7 @@ def _range_test(model, loader, cfg, device, start, end, steps) -> LRFindResult:
             lr = start * factor**step
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
-            with autocast(device, cfg.precision):
+            with autocast(device, resolve_precision(cfg.precision, device)):
                 loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -62,9 +62,23 @@ def build_optimizer(
     """
     parts = param_groups(model, cfg, groups)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(parts, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        options = {"momentum": cfg.momentum, "nesterov": cfg.nesterov}
+        return _fused(torch.optim.SGD, parts, lr=cfg.peak_lr, **options)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(parts, lr=cfg.peak_lr)
+        return _fused(torch.optim.Adam, parts, lr=cfg.peak_lr)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(parts, lr=cfg.peak_lr)
+        return _fused(torch.optim.AdamW, parts, lr=cfg.peak_lr)
     raise ConfigError(f"optimizer {cfg.optimizer!r} is not one of: adam, adamw, sgd")
+
+
+def _fused(cls: type[torch.optim.Optimizer], parts: list[dict], **options) -> torch.optim.Optimizer:
+    """``cls`` with its fused kernel where this PyTorch has one for the parameters' device
+    (one kernel per step instead of several per tensor: Adam on vgg6's 33.9M parameters is
+    1.8x faster on 2 CPU cores, see benchmarks/NOTES.md); the foreach version otherwise."""
+    devices = {p.device.type for group in parts for p in group["params"]}
+    if len(devices) == 1 and devices <= {"cpu", "cuda"}:
+        try:
+            return cls(parts, fused=True, **options)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # an older PyTorch or a device/dtype without a fused kernel
+    return cls(parts, **options)
