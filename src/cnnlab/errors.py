@@ -62,3 +62,7 @@ class TrainingError(CnnlabError, RuntimeError):
 
 class RunError(CnnlabError, ValueError):
     """A run folder that is missing, incomplete or from an incompatible version."""
+
+
+class WeightsError(CnnlabError, ValueError):
+    """Pretrained weights that cannot be found, read or loaded (names the file and the keys)."""

@@ -40,6 +40,8 @@ class DataConfig:
         val_split: fraction of train held out when the data has no validation split.
         seed: seed of the validation split, the epoch order and the augmentation.
         normalize: "none", "scale" (to [0, 1]) or "standardize" (train mean/std per channel).
+        mean, std: fixed per-channel statistics (on the [0, 1] scale) for "standardize"
+            instead of the training split's, e.g. a pretrained backbone's (ImageNet's).
         augment: augmentation of the training split: text for
             :func:`~cnnlab.data.augment.parse_augment` ("flip,crop=4", a preset, "none") or an
             AugmentConfig.
@@ -60,6 +62,8 @@ class DataConfig:
     val_split: float = 0.1
     seed: int = 0
     normalize: str = "scale"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     augment: str | AugmentConfig = "none"
     in_memory: str = "auto"
     memory_fraction: float = 0.5
@@ -101,6 +105,8 @@ class Loaders:
         normalizer: how pixels became inputs (save it with the model for prediction).
         mode: "memory" or "stream".
         source: where the batches come from (dataset name, folder or pack).
+        skipped: unreadable files left out, per split.
+        config: the DataConfig they were built from (None when built by hand).
     """
 
     train: object
@@ -112,6 +118,7 @@ class Loaders:
     mode: str
     source: str
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    config: DataConfig | None = None
 
 
 def _check(cfg: DataConfig) -> None:
@@ -218,7 +225,7 @@ def _train_val_test(make, cfg: DataConfig, has, rank, world_size, drop_last) -> 
 
 def _memory_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
     splits = load_splits(cfg.source, cfg.load_options())  # a pack is read fully into memory
-    normalizer = Normalizer.from_imageset(splits.train, cfg.normalize)
+    normalizer = _fixed_normalizer(cfg) or Normalizer.from_imageset(splits.train, cfg.normalize)
 
     def make(split: str, batch_size: int, **options) -> DeviceLoader:
         return DeviceLoader(
@@ -248,7 +255,22 @@ def _memory_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> 
     )
 
 
+def _fixed_normalizer(cfg: DataConfig) -> Normalizer | None:
+    """The normalizer of given statistics (``cfg.mean``/``cfg.std``), or None."""
+    if cfg.mean is None and cfg.std is None:
+        return None
+    if cfg.normalize != "standardize" or cfg.mean is None or cfg.std is None:
+        raise DataError(
+            f"mean {cfg.mean} and std {cfg.std} need normalize='standardize' and both values, "
+            f"got normalize={cfg.normalize!r}"
+        )
+    return Normalizer("standardize", tuple(cfg.mean), tuple(cfg.std))
+
+
 def _stream_normalizer(cfg: DataConfig, pack: Path) -> Normalizer:
+    fixed = _fixed_normalizer(cfg)
+    if fixed is not None:
+        return fixed
     if cfg.normalize != "standardize":
         return Normalizer(cfg.normalize)
     from cnnlab.data.shards_read import shard_stats
@@ -315,4 +337,6 @@ def build_loaders(
     """
     mode = choose_mode(cfg, device)
     build = _memory_loaders if mode == "memory" else _stream_loaders
-    return build(cfg, device, channels_last, rank, world_size, drop_last)
+    loaders = build(cfg, device, channels_last, rank, world_size, drop_last)
+    loaders.config = cfg
+    return loaders

@@ -13,6 +13,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -141,6 +142,7 @@ def create_model(
     *,
     num_classes: int | None = None,
     input_shape: str | Sequence[int] | None = None,
+    pretrained: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -150,11 +152,17 @@ def create_model(
         num_classes: classes of the new head; default: the entry's.
         input_shape: ``"HxWxC"`` or an ``(H, W, C)`` tuple; default: the entry's. Changes the
             first layer's input channels and every size that depends on the image size.
-        **kwargs: options of the model's factory (e.g. ``batchnorm=True``).
+        pretrained: ``"imagenet"`` (torchvision's published weights, downloaded through
+            torchvision into ``$TORCH_HOME``) or a ``.safetensors``/``.pth`` state dict or run
+            folder; see :mod:`cnnlab.models.pretrained`. A head of another class count is
+            replaced (a warning says so); with ``include_top=False`` the weights' head is
+            dropped; any other key mismatch raises WeightsError listing the keys.
+        **kwargs: options of the model's factory (e.g. ``batchnorm=True``, ``include_top``).
 
     Returns:
         The model; ``model.cnnlab_meta`` holds its name, input shape ``(C, H, W)``, classes and
-        the factory options given.
+        the factory options given; with ``pretrained``, ``model.cnnlab_pretrained`` is the
+        :class:`~cnnlab.models.pretrained.LoadReport` (with the normalization expected).
     """
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
@@ -172,6 +180,10 @@ def create_model(
         "num_classes": classes,
         "kwargs": dict(kwargs),  # with name and shape: enough to rebuild it (run folders)
     }
+    if pretrained is not None:
+        from cnnlab.models.pretrained import load_pretrained
+
+        model.cnnlab_pretrained = load_pretrained(model, pretrained)
     return model
 
 

@@ -67,10 +67,24 @@ def build_model(desc: dict[str, Any]) -> nn.Module:
         from cnnlab.spec import build_from_spec
 
         return build_from_spec(desc["spec"], input_shape=shape, num_classes=classes)
+    if kind == "transfer":
+        from cnnlab.transfer.model import rebuild_transfer_model
+
+        return rebuild_transfer_model(desc["transfer"], classes)
     raise RunError(
         f"the run's model {desc.get('name')!r} was built by Python code (kind {kind!r}); "
         "build it again and pass it as load_run(path, model=...)"
     )
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """``path``, or for a fine-tuning folder (``finetune.yaml``) its last stage with weights."""
+    path = Path(path)
+    if (path / "finetune.yaml").is_file() and not (path / "config.yaml").is_file():
+        for stage in ("2-finetune", "1-head"):
+            if (path / stage / BEST).is_file():
+                return path / stage
+    return path
 
 
 def load_run(
@@ -82,7 +96,7 @@ def load_run(
     """Load a run folder: its model with the chosen weights, classes and preprocessing.
 
     Args:
-        path: the run folder.
+        path: the run folder (a fine-tuning folder: its last stage).
         weights: "best" (model.safetensors) or "last" (last.safetensors).
         device: where to put the model.
         model: an architecture to load the weights into, for runs of custom modules.
@@ -92,7 +106,7 @@ def load_run(
     """
     if weights not in WEIGHTS:
         raise RunError(f"weights {weights!r} is not one of: best, last")
-    folder = RunFolder(Path(path))
+    folder = RunFolder(resolve_run_dir(path))
     config = folder.read_config()
     net = model if model is not None else build_model(config["model"])
     file = folder.file(WEIGHTS[weights])

@@ -26,6 +26,8 @@ def param_groups(
     Raises:
         ConfigError: no trainable parameter at all (a fully frozen model).
     """
+    if groups is None and hasattr(model, "cnnlab_param_groups"):
+        groups = model.cnnlab_param_groups()  # e.g. a backbone at a lower learning rate
     given = groups if groups is not None else [{"params": list(model.parameters())}]
     out = []
     for index, group in enumerate(given):

@@ -119,7 +119,10 @@ def model_description(model: nn.Module) -> dict[str, Any]:
         "num_classes": meta.get("num_classes"),
     }
     spec = getattr(model, "spec", None)
-    if spec is not None and getattr(spec, "raw", None):
+    if "transfer" in meta:
+        desc["kind"] = "transfer"
+        desc["transfer"] = _plain(meta["transfer"])
+    elif spec is not None and getattr(spec, "raw", None):
         desc["kind"] = "spec"
         desc["spec"] = _plain(spec.raw)
     elif "kwargs" in meta:

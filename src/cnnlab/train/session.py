@@ -68,7 +68,7 @@ def make_loaders(
 ) -> tuple[DataConfig | None, Loaders]:
     """Loaders for ``data``: a dataset name/folder, a DataConfig, or ready Loaders."""
     if isinstance(data, Loaders):
-        return None, data
+        return data.config, data
     data_cfg = DataConfig(source=data, seed=cfg.seed) if isinstance(data, str) else data
     if not isinstance(data_cfg, DataConfig):
         raise ConfigError(

@@ -1,0 +1,125 @@
+"""Backbones with their weights: a zoo model (ImageNet, a local file, or random) or the model
+of a cnnlab run folder, cut down to its feature trunk, with the input it expects."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.data.datasets import parse_image_size
+from cnnlab.errors import ConfigError
+from cnnlab.models import create_model, model_info
+from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
+from cnnlab.transfer.model import Backbone, feature_trunk, strip_last_linear
+
+
+@dataclass
+class PretrainedBackbone:
+    """A backbone and what its weights expect.
+
+    Attributes:
+        backbone: trunk, input shape, rebuild description.
+        report: what the weights loading did (None for random weights).
+        normalizer: the input normalization the weights expect (``Normalizer.to_dict()``
+            form), or None to keep the data's default.
+    """
+
+    backbone: Backbone
+    report: LoadReport | None
+    normalizer: dict[str, Any] | None
+
+
+def load_backbone(
+    source: str | Path,
+    weights: str | None = None,
+    image_size: tuple[int, int] | str | None = None,
+    *,
+    progress: bool = True,
+) -> PretrainedBackbone:
+    """The backbone ``source`` names, with its weights.
+
+    Args:
+        source: a zoo model name or a cnnlab run folder.
+        weights: ``"imagenet"`` (default for zoo models), ``"none"`` (random init), or a
+            ``.safetensors``/``.pth`` file or run folder; for a run folder source, default its
+            own best weights.
+        image_size: input (H, W); default the zoo model's default input, or the run's.
+        progress: show a download progress bar.
+
+    Raises:
+        WeightsError: weights that cannot be had or do not fit. ConfigError: bad options.
+        UnknownModelError: an unknown zoo name.
+    """
+    size = parse_image_size(image_size) if image_size is not None else None
+    if Path(str(source)).is_dir():
+        return _from_run(Path(source), weights, size)
+    return _from_zoo(str(source), weights or "imagenet", size, progress)
+
+
+def _headless_options(factory) -> dict[str, Any]:
+    params = inspect.signature(factory).parameters
+    return {"include_top": False} if "include_top" in params else {}
+
+
+def _from_zoo(
+    name: str, weights: str, size: tuple[int, int] | None, progress: bool
+) -> PretrainedBackbone:
+    from cnnlab.train.run import model_description
+
+    info = model_info(name)
+    channels, height, width = info.input_shape
+    if size is not None:
+        height, width = size
+    options = _headless_options(info.factory)
+    classes = None if options else (info.num_classes or 10)
+    model = create_model(
+        name, num_classes=classes, input_shape=(height, width, channels), **options
+    )
+    report = None
+    if weights != "none":
+        report = load_pretrained(model, weights, progress=progress, warn=False)
+    desc = {"model": model_description(model), "strip": None}
+    if not options:
+        desc["strip"] = strip_last_linear(model)
+    normalizer = None
+    if report is not None and report.mean is not None:
+        normalizer = {"mode": "standardize", "mean": list(report.mean), "std": list(report.std)}
+    backbone = Backbone(feature_trunk(model), (channels, height, width), desc, name)
+    return PretrainedBackbone(backbone, report, normalizer)
+
+
+def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> PretrainedBackbone:
+    from cnnlab.train.loading import build_model
+    from cnnlab.train.run import RunFolder
+
+    config = RunFolder(path).read_config()
+    desc = dict(config["model"])
+    shape = create_model_shape(desc)
+    if size is not None and tuple(size) != shape[1:]:
+        raise ConfigError(
+            f"run '{path}' trained its model on {shape[1]}x{shape[2]} images; its backbone "
+            f"takes that size, not --image-size {size[0]}x{size[1]}"
+        )
+    state_source = weights if weights not in (None, "none") else path
+    strip = None
+    if desc.get("kind") == "registry" and _headless_options(model_info(desc["name"]).factory):
+        desc["kwargs"] = {**desc.get("kwargs", {}), "include_top": False}
+    model = build_model(desc)
+    report = None
+    if weights != "none":
+        report = load_state(model, read_state_dict(state_source), str(state_source), warn=False)
+    if "include_top" not in desc.get("kwargs", {}):
+        strip = strip_last_linear(model)
+    normalizer = config["data"].get("normalizer")
+    name = f"{desc.get('name')}-{path.name}"
+    backbone = Backbone(feature_trunk(model), shape, {"model": desc, "strip": strip}, name)
+    return PretrainedBackbone(backbone, report, normalizer)
+
+
+def create_model_shape(desc: dict[str, Any]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a run's model description (its ``input_shape`` is ``HxWxC``)."""
+    from cnnlab.shapes import parse_input_shape
+
+    return tuple(parse_input_shape(desc["input_shape"]))
