@@ -9,7 +9,26 @@ import typer
 
 from cnnlab.cli_common import console, fail
 from cnnlab.cli_data import RootOpt, SizeOpt, shown_warnings
-from cnnlab.cli_train import DATA_HELP, RUN_HELP, DataOpt, _opt, exit_code
+from cnnlab.cli_train import (
+    RUN_HELP,
+    AugmentOpt,
+    BatchSizeOpt,
+    DataOpt,
+    DeviceFlag,
+    EarlyStopOpt,
+    LrOpt,
+    OptimizerOpt,
+    PrecisionOpt,
+    ProgressOpt,
+    QuietOpt,
+    SeedOpt,
+    SmoothingOpt,
+    ValSplitOpt,
+    WarmupOpt,
+    WeightDecayOpt,
+    _opt,
+    exit_code,
+)
 
 FT_HELP = "Fine-tuning options"
 
@@ -56,31 +75,22 @@ def finetune_cmd(
         str, _ft("--feature-cache", help="Stage 1 on cached features: auto, on or off.")
     ] = "auto",
     image_size: SizeOpt = None,
-    batch_size: Annotated[
-        int, _opt("--batch-size", "-b", help="Batch size.", panel=DATA_HELP)
-    ] = 32,
-    augment: Annotated[
-        str,
-        _opt("--augment", help="e.g. flip,crop=4 (turns the feature cache off).", panel=DATA_HELP),
-    ] = "none",
-    val_split: Annotated[
-        float, _opt("--val-split", help="Validation fraction of train.", panel=DATA_HELP)
-    ] = 0.1,
+    batch_size: BatchSizeOpt = 32,
+    augment: AugmentOpt = "none",
+    val_split: ValSplitOpt = 0.1,
     root: RootOpt = None,
-    optimizer: Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")] = "adam",
-    lr: Annotated[float | None, _opt("--lr", help="Head learning rate (adam 1e-3).")] = None,
-    weight_decay: Annotated[float, _opt("--weight-decay", help="Weight decay.")] = 0.0,
+    optimizer: OptimizerOpt = "adam",
+    lr: LrOpt = None,
+    weight_decay: WeightDecayOpt = 0.0,
     schedule: Annotated[
         str, _opt("--schedule", help="Stage 2 schedule (stage 1 is constant).")
     ] = "rampup-exp",
-    warmup_epochs: Annotated[float, _opt("--warmup-epochs", help="Stage 2 ramp-up.")] = 1.0,
-    label_smoothing: Annotated[float, _opt("--label-smoothing", help="Label smoothing.")] = 0.0,
-    early_stop: Annotated[
-        int | None, _opt("--early-stop", help="Stop a stage after N epochs without gain.")
-    ] = None,
-    seed: Annotated[int, _opt("--seed", help="Seed of the head, data order, augmentation.")] = 0,
-    device: Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, _opt("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
+    warmup_epochs: WarmupOpt = 1.0,
+    label_smoothing: SmoothingOpt = 0.0,
+    early_stop: EarlyStopOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceFlag = "auto",
+    precision: PrecisionOpt = "auto",
     run_dir: Annotated[
         Path | None,
         _opt(
@@ -92,10 +102,8 @@ def finetune_cmd(
     resume: Annotated[
         bool, _opt("--resume", help="Continue the fine-tuning in --run-dir.", panel=RUN_HELP)
     ] = False,
-    quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)] = False,
-    progress: Annotated[
-        str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)
-    ] = "auto",
+    quiet: QuietOpt = False,
+    progress: ProgressOpt = "auto",
 ) -> None:
     """Transfer learning: a new head on a frozen pretrained backbone, then fine-tuning."""
     from cnnlab.data import DataConfig

@@ -33,6 +33,38 @@ DataOpt = Annotated[
 ]
 
 
+BatchSizeOpt = Annotated[
+    int, _opt("--batch-size", "-b", help="Batch size per process (Keras' 32).", panel=DATA_HELP)
+]
+OptimizerOpt = Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")]
+LrOpt = Annotated[
+    float | None, _opt("--lr", help="Peak learning rate (default: sgd 0.1, adam 1e-3).")
+]
+WeightDecayOpt = Annotated[
+    float, _opt("--weight-decay", help="Weight decay of conv/linear weights.")
+]
+WarmupOpt = Annotated[
+    float, _opt("--warmup-epochs", help="Linear warm-up; the ramp of rampup-exp.")
+]
+SmoothingOpt = Annotated[float, _opt("--label-smoothing", help="Cross-entropy label smoothing.")]
+EarlyStopOpt = Annotated[
+    int | None, _opt("--early-stop", help="Stop after N epochs without improvement.")
+]
+ValSplitOpt = Annotated[
+    float, _opt("--val-split", help="Validation fraction of train.", panel=DATA_HELP)
+]
+AugmentOpt = Annotated[
+    str, _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP)
+]
+SeedOpt = Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")]
+DeviceFlag = Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[
+    str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
+]
+QuietOpt = Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)]
+ProgressOpt = Annotated[str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)]
+
+
 def parse_model_options(items: list[str]) -> dict:
     """``["batchnorm=true", "dropout=0.3"]`` to ``{"batchnorm": True, "dropout": 0.3}``."""
     options = {}
@@ -79,40 +111,23 @@ def train_cmd(
     model: ModelArg = "lenet5",
     data: DataOpt = "digits",
     epochs: Annotated[int, _opt("--epochs", "-e", help="Passes over the training data.")] = 10,
-    batch_size: Annotated[
-        int, _opt("--batch-size", "-b", help="Batch size per process (Keras' 32).", panel=DATA_HELP)
-    ] = 32,
-    optimizer: Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")] = "adam",
-    lr: Annotated[
-        float | None, _opt("--lr", help="Peak learning rate (default: sgd 0.1, adam 1e-3).")
-    ] = None,
+    batch_size: BatchSizeOpt = 32,
+    optimizer: OptimizerOpt = "adam",
+    lr: LrOpt = None,
     momentum: Annotated[float, _opt("--momentum", help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[
-        float, _opt("--weight-decay", help="Weight decay of conv/linear weights.")
-    ] = 0.0,
+    weight_decay: WeightDecayOpt = 0.0,
     schedule: Annotated[
         str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp (lesson 003).")
     ] = "constant",
-    warmup_epochs: Annotated[
-        float, _opt("--warmup-epochs", help="Linear warm-up; the ramp of rampup-exp.")
-    ] = 0.0,
-    label_smoothing: Annotated[
-        float, _opt("--label-smoothing", help="Cross-entropy label smoothing.")
-    ] = 0.0,
+    warmup_epochs: WarmupOpt = 0.0,
+    label_smoothing: SmoothingOpt = 0.0,
     grad_clip: Annotated[float | None, _opt("--grad-clip", help="Max gradient norm.")] = None,
-    early_stop: Annotated[
-        int | None, _opt("--early-stop", help="Stop after N epochs without improvement.")
-    ] = None,
+    early_stop: EarlyStopOpt = None,
     max_steps: Annotated[
         int | None, _opt("--max-steps", help="Stop after N optimizer steps in total.")
     ] = None,
-    val_split: Annotated[
-        float, _opt("--val-split", help="Validation fraction of train.", panel=DATA_HELP)
-    ] = 0.1,
-    augment: Annotated[
-        str,
-        _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP),
-    ] = "none",
+    val_split: ValSplitOpt = 0.1,
+    augment: AugmentOpt = "none",
     normalize: Annotated[
         str, _opt("--normalize", help="none, scale or standardize.", panel=DATA_HELP)
     ] = "scale",
@@ -130,11 +145,9 @@ def train_cmd(
     model_opt: Annotated[
         list[str], _opt("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
-    seed: Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")] = 0,
-    device: Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[
-        str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
-    ] = "auto",
+    seed: SeedOpt = 0,
+    device: DeviceFlag = "auto",
+    precision: PrecisionOpt = "auto",
     channels_last: Annotated[
         bool | None,
         _opt(
@@ -153,10 +166,8 @@ def train_cmd(
     tensorboard: Annotated[
         bool, _opt("--tensorboard", help="Write TensorBoard events.", panel=RUN_HELP)
     ] = False,
-    quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)] = False,
-    progress: Annotated[
-        str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)
-    ] = "auto",
+    quiet: QuietOpt = False,
+    progress: ProgressOpt = "auto",
     lr_find: Annotated[
         bool,
         _opt("--lr-find", help="Run the LR range test, plot it, suggest an --lr; no training."),
