@@ -12,6 +12,7 @@ from cnnlab.cli_common import cells, console, fail, user_errors
 from cnnlab.cli_data import data_app
 from cnnlab.cli_finetune import finetune_cmd
 from cnnlab.cli_train import eval_cmd, predict_cmd, train_cmd
+from cnnlab.cli_visualize import visualize_app
 
 app = typer.Typer(
     name="cnnlab",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 
 app.add_typer(data_app, name="data")
+app.add_typer(visualize_app, name="visualize")
 app.command("train")(user_errors(train_cmd))
 app.command("eval")(user_errors(eval_cmd))
 app.command("predict")(user_errors(predict_cmd))
