@@ -17,35 +17,23 @@ import argparse
 import contextlib
 import io
 import statistics
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torchvision
+from subset import extract_train_subset
 
 from cnnlab.data import DataConfig
 from cnnlab.train import TrainConfig
 from cnnlab.transfer import FinetuneConfig, finetune
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 def cifar_folder(tmp: Path, images: int) -> str:
     """The first ``images`` CIFAR-10 train images (images/10 per class) as a folder."""
-    archive = DATASETS / "cifar10-jpg.tar.gz"
-    if not archive.is_file():
-        return "digits"
-    per_class: dict[str, int] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            wanted = member.isfile() and len(parts) == 4 and parts[1] == "train"
-            if wanted and per_class.get(parts[2], 0) < images // 10:
-                per_class[parts[2]] = per_class.get(parts[2], 0) + 1
-                tar.extract(member, tmp, filter="data")
-    return str(tmp / "cifar10" / "train")
+    root = extract_train_subset("cifar10-jpg.tar.gz", images, tmp)
+    return "digits" if root is None else str(root)
 
 
 def stage1(data: str, weights: Path, cache: str, epochs: int, run: Path) -> tuple[list, float]:

@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from subset import DATASETS, extract_train_subset
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab import create_model
@@ -45,7 +45,6 @@ from cnnlab.train.metrics import MetricSums
 from cnnlab.train.session import make_step
 from cnnlab.train.stop import StopFlag
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # model: (archive, (C, H, W), batch, default image limit, default steps, default warm-up)
 SETUPS = {
     "fmnist_cnn": ("mnist-png.tar.gz", (1, 28, 28), 128, 20000, 80, 10),
@@ -57,22 +56,13 @@ def load_data(name: str, limit: int | None, tmp: Path) -> tuple[ImageSet, str]:
     """The first ``limit`` train images (limit/10 per class) of the model's dataset, decoded."""
     archive, shape, _, default, _, _ = SETUPS[name]
     limit = limit or default
-    path = DATASETS / archive
-    if not path.is_file():
+    root = extract_train_subset(archive, limit, tmp)
+    if root is None:
         images = torch.randint(0, 256, (limit, *shape), dtype=torch.uint8)
         labels = torch.randint(0, 10, (limit,))
         return ImageSet(images, labels, [str(i) for i in range(10)], "random"), (
-            f"RANDOM uint8 {shape} x {limit} ({path} not found)"
+            f"RANDOM uint8 {shape} x {limit} ({DATASETS / archive} not found)"
         )
-    per_class: dict[str, int] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            wanted = member.isfile() and len(parts) == 4 and parts[1] == "train"
-            if wanted and per_class.get(parts[2], 0) < limit // 10:
-                per_class[parts[2]] = per_class.get(parts[2], 0) + 1
-                tar.extract(member, tmp, filter="data")
-    root = tmp / archive.split("-")[0] / "train"  # mnist/train, cifar10/train
     data = load_splits(root, val_split=0.0, cache=False).train
     return data, f"{len(data)} train images of {archive}"
 

@@ -16,15 +16,9 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")]
 
 
 def _images(paths: list[Path]) -> dict:
-    from cnnlab.errors import DataError
     from cnnlab.viz.convolve import load_image, sample_images
 
-    if not paths:
-        return sample_images()
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"image '{path}' does not exist")
-    return {path.stem: load_image(path) for path in paths}
+    return {path.stem: load_image(path) for path in paths} if paths else sample_images()
 
 
 @visualize_app.command("convolve")

@@ -108,8 +108,7 @@ def imagenet_state_dict(
     checkpoints``, SHA-256 prefix check of a download, ``weights_only`` loading).
 
     Returns:
-        (state dict, mean, std, source text). GoogLeNet's weights expect ``(x - 0.5) / 0.5``
-        input (torchvision applies that inside its model with ``transform_input``).
+        (state dict, mean, std, source text); see :func:`expected_normalization`.
 
     Raises:
         WeightsError: no published weights, or the download failed (with what to do offline).
@@ -123,10 +122,16 @@ def imagenet_state_dict(
             "Without a network, download that file elsewhere into $TORCH_HOME/hub/checkpoints "
             "or pass it with --weights PATH"
         ) from None
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return state, *expected_normalization(name), f"imagenet:{weights}"
+
+
+def expected_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the ImageNet weights of torchvision-family model ``name`` expect: ImageNet's;
+    GoogLeNet's expect ``(x - 0.5) / 0.5`` (torchvision applies that inside its model with
+    ``transform_input``, which the zoo's GoogLeNet leaves to the data pipeline)."""
     if name == "googlenet":
-        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    return state, mean, std, f"imagenet:{weights}"
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -267,9 +272,7 @@ def load_pretrained(
         return report
     report = load_state(model, read_state_dict(weights), str(weights), warn=warn)
     if name in TORCHVISION and not Path(weights).is_dir():
-        report.mean, report.std = (
-            ((0.5,) * 3, (0.5,) * 3) if name == "googlenet" else (IMAGENET_MEAN, IMAGENET_STD)
-        )
+        report.mean, report.std = expected_normalization(name)
     return report
 
 

@@ -104,6 +104,7 @@ def _range_test(model, loader, cfg, device, start, end, steps) -> LRFindResult:
     factor = (end / start) ** (1 / (steps - 1))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result, avg, best = LRFindResult(), 0.0, math.inf
+    precision = resolve_precision(cfg.precision, device)
     train_mode(model)
     step = 0
     while step < steps:
@@ -111,7 +112,7 @@ def _range_test(model, loader, cfg, device, start, end, steps) -> LRFindResult:
             lr = start * factor**step
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
-            with autocast(device, resolve_precision(cfg.precision, device)):
+            with autocast(device, precision):
                 loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -67,7 +67,7 @@ class RunFolder:
                 )
             folder.path.mkdir(parents=True, exist_ok=True)
             return folder
-        return cls(_new_run_path(Path("runs"), name))
+        return cls(new_run_path(Path("runs"), name))
 
     def write_yaml(self, name: str, data: dict[str, Any]) -> None:
         """Write ``data`` as YAML, atomically."""
@@ -95,7 +95,8 @@ class RunFolder:
         return data
 
 
-def _new_run_path(root: Path, name: str) -> Path:
+def new_run_path(root: Path, name: str) -> Path:
+    """A new folder ``root/<name>-<timestamp>`` (``-2``, ``-3`` ... if taken), created."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = root / f"{name}-{stamp}"
     path, n = base, 1

@@ -4,6 +4,7 @@ data, optimizer and run folder; checkpointing and resuming; the final evaluation
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,20 +166,28 @@ def make_step(model: nn.Module, cfg: TrainConfig, env: DistEnv, steps_per_epoch:
 
 def open_run(model: nn.Module, loaders: Loaders, cfg: TrainConfig, env: DistEnv) -> RunFolder:
     """The run folder, chosen by rank 0 and agreed by all (errors are raised on every rank)."""
+    name = f"{getattr(model, 'cnnlab_meta', {}).get('name', 'model')}-{data_name(loaders)}"
+    path = agreed_path(env, lambda: RunFolder.prepare(cfg.run_dir, name, cfg.resume).path)
+    return RunFolder(path)
+
+
+def agreed_path(env: DistEnv, prepare: Callable[[], Path]) -> Path:
+    """``prepare()`` run by rank 0 alone (it creates folders), its path broadcast to every
+    rank; a RunError it raises is raised on every rank."""
     answer: tuple[str | None, str | None] = (None, None)
     if env.is_main:
-        name = f"{getattr(model, 'cnnlab_meta', {}).get('name', 'model')}-{_data_name(loaders)}"
         try:
-            answer = (str(RunFolder.prepare(cfg.run_dir, name, cfg.resume).path), None)
+            answer = (str(prepare()), None)
         except RunError as err:
             answer = (None, str(err))
     path, error = distributed.broadcast(answer, env)
     if error is not None:
         raise RunError(error)
-    return RunFolder(Path(path))
+    return Path(path)
 
 
-def _data_name(loaders: Loaders) -> str:
+def data_name(loaders: Loaders) -> str:
+    """A folder-name-safe name of the data (its last path component)."""
     return Path(loaders.source).name.replace(" ", "_") or "data"
 
 

@@ -12,6 +12,7 @@ from cnnlab.data.datasets import parse_image_size
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model, model_info
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
+from cnnlab.shapes import parse_input_shape
 from cnnlab.transfer.model import Backbone, feature_trunk, strip_last_linear
 
 
@@ -96,30 +97,25 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
 
     config = RunFolder(path).read_config()
     desc = dict(config["model"])
-    shape = create_model_shape(desc)
+    shape = tuple(parse_input_shape(desc["input_shape"]))
     if size is not None and tuple(size) != shape[1:]:
         raise ConfigError(
             f"run '{path}' trained its model on {shape[1]}x{shape[2]} images; its backbone "
             f"takes that size, not --image-size {size[0]}x{size[1]}"
         )
-    state_source = weights if weights not in (None, "none") else path
-    strip = None
-    if desc.get("kind") == "registry" and _headless_options(model_info(desc["name"]).factory):
-        desc["kwargs"] = {**desc.get("kwargs", {}), "include_top": False}
+    # a zoo model with include_top is rebuilt headless (its head's weights are dropped); any
+    # other model loses its last dense layer after loading
+    registry = desc.get("kind") == "registry"
+    headless = _headless_options(model_info(desc["name"]).factory) if registry else {}
+    if headless:
+        desc["kwargs"] = {**desc.get("kwargs", {}), **headless}
     model = build_model(desc)
     report = None
     if weights != "none":
-        report = load_state(model, read_state_dict(state_source), str(state_source), warn=False)
-    if "include_top" not in desc.get("kwargs", {}):
-        strip = strip_last_linear(model)
+        source = path if weights is None else weights
+        report = load_state(model, read_state_dict(source), str(source), warn=False)
+    strip = None if headless else strip_last_linear(model)
     normalizer = config["data"].get("normalizer")
     name = f"{desc.get('name')}-{path.name}"
     backbone = Backbone(feature_trunk(model), shape, {"model": desc, "strip": strip}, name)
     return PretrainedBackbone(backbone, report, normalizer)
-
-
-def create_model_shape(desc: dict[str, Any]) -> tuple[int, int, int]:
-    """``(C, H, W)`` of a run's model description (its ``input_shape`` is ``HxWxC``)."""
-    from cnnlab.shapes import parse_input_shape
-
-    return tuple(parse_input_shape(desc["input_shape"]))

@@ -9,7 +9,6 @@ weights up to floating-point summation order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -20,7 +19,7 @@ from cnnlab.data.imageset import ImageSet
 from cnnlab.data.memory import DeviceLoader
 from cnnlab.data.pipeline import Loaders
 from cnnlab.train.device import autocast
-from cnnlab.transfer.model import TransferModel
+from cnnlab.transfer.model import TransferModel, pooled_width
 
 
 class FeatureLoader:
@@ -70,15 +69,13 @@ def compute_features(
     )  # stored order, no augmentation
     was_training = model.backbone.training
     model.backbone.eval()
-    gap = model.head[0].kind == "gap"
+    head_pool = model.head[0]  # HeadPool: gap features are cached pooled
     parts = []
     try:
         for x, _ in plain:
             with autocast(plain.device, precision):
                 f = model.backbone(x)
-            if gap and f.ndim == 4:
-                f = f.mean(dim=(2, 3))
-            parts.append(f.float())
+            parts.append((head_pool(f) if head_pool.kind == "gap" else f).float())
     finally:
         model.backbone.train(was_training)
     return torch.cat(parts)
@@ -99,6 +96,4 @@ def feature_loaders(model: TransferModel, loaders: Loaders, precision: str) -> L
 
 def feature_cache_bytes(model: TransferModel, images: int) -> int:
     """Bytes the cached float32 features of ``images`` images take."""
-    shape = model.feature_shape
-    per_image = shape[0] if model.head[0].kind == "gap" else math.prod(shape)
-    return 4 * per_image * images
+    return 4 * pooled_width(model.feature_shape, model.pool) * images

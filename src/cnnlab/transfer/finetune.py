@@ -11,6 +11,7 @@ stages. ``load_run(parent)`` loads the last stage.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,10 +27,11 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.device import resolve_precision, wants_channels_last
-from cnnlab.train.fit import fit
+from cnnlab.train.distributed import DistEnv
+from cnnlab.train.fit import fit, resolve_hardware
 from cnnlab.train.history import History
-from cnnlab.train.run import BEST, STATE, RunFolder, _new_run_path
+from cnnlab.train.run import BEST, METRICS, STATE, RunFolder, new_run_path
+from cnnlab.train.session import agreed_path, data_name
 from cnnlab.transfer.backbone import PretrainedBackbone, load_backbone
 from cnnlab.transfer.features import feature_cache_bytes, feature_loaders
 from cnnlab.transfer.model import HEADS, TransferModel, build_transfer_model, set_trainable
@@ -148,10 +150,13 @@ def finetune(
     if not quiet:
         say(weights_line)
     data_cfg = _data_config(data, pre, train.seed, quiet)
-    precision = resolve_precision(train.precision, env.device)
-    channels_last = wants_channels_last(train.channels_last, env.device, precision)
+    train = resolve_hardware(train, env.device)  # the stages' fit() calls keep these values
     loaders = build_loaders(
-        data_cfg, env.device, channels_last=channels_last, rank=env.rank, world_size=env.world_size
+        data_cfg,
+        env.device,
+        channels_last=train.channels_last,
+        rank=env.rank,
+        world_size=env.world_size,
     )
     torch.manual_seed(train.seed)
     model = build_transfer_model(
@@ -163,13 +168,13 @@ def finetune(
         trainable="none" if opts.freeze_epochs else opts.unfreeze,
         backbone_lr_mult=opts.backbone_lr_mult,
     )
-    parent = _parent(train, pre.backbone.name, loaders, env)
+    parent = agreed_path(env, lambda: _prepare_parent(train, pre.backbone.name, loaders))
     result = FinetuneResult(parent, weights=weights_line)
     if env.is_main and not train.resume:
         RunFolder(parent).write_yaml(FINETUNE, _record(backbone, opts, pre, weights_line))
     stages = _stage_configs(train, opts, parent)
     for stage, cfg in stages.items():
-        result.stopped = _run_stage(stage, cfg, model, loaders, opts, precision, result, say)
+        result.stopped = _run_stage(stage, cfg, model, loaders, opts, env, result, say)
         if result.stopped not in ("completed", "early_stop"):
             break
     if env.is_main:
@@ -198,26 +203,12 @@ def _data_config(
     return replace(cfg, normalize=norm.get("mode", "scale"), mean=None, std=None)
 
 
-def _parent(train: TrainConfig, name: str, loaders: Loaders, env) -> Path:
-    """The parent folder, chosen by rank 0 (new, or the one to resume)."""
-    answer: tuple[str | None, str | None] = (None, None)
-    if env.is_main:
-        try:
-            answer = (str(_prepare_parent(train, name, loaders)), None)
-        except RunError as err:
-            answer = (None, str(err))
-    path, error = distributed.broadcast(answer, env)
-    if error is not None:
-        raise RunError(error)
-    return Path(path)
-
-
 def _prepare_parent(train: TrainConfig, name: str, loaders: Loaders) -> Path:
-    data_name = Path(loaders.source).name.replace(" ", "_") or "data"
+    """The parent folder (rank 0): a new one, or the given one, checked for --resume."""
     if train.run_dir is None:
         if train.resume:
             raise RunError("resume needs the fine-tuning folder: pass --run-dir DIR")
-        return _new_run_path(Path("runs"), f"finetune-{name}-{data_name}")
+        return new_run_path(Path("runs"), f"finetune-{name}-{data_name(loaders)}")
     path = Path(train.run_dir)
     held = (path / FINETUNE).is_file()
     if train.resume and not held:
@@ -252,7 +243,7 @@ def _run_stage(
     model: TransferModel,
     loaders: Loaders,
     opts: FinetuneConfig,
-    precision: str,
+    env: DistEnv,
     result: FinetuneResult,
     say: Callable[[str], None],
 ) -> str:
@@ -262,32 +253,24 @@ def _run_stage(
     if state is not None and _finished(state, cfg):
         model.load_state_dict(ckpt.load_weights(folder / BEST))
         result.stages[stage] = History(state["history"])
+        metrics = folder / METRICS
+        result.final_metrics = json.loads(metrics.read_text()) if metrics.is_file() else {}
         return str(state.get("stopped") or "completed")
     cfg = replace(cfg, resume=state is not None)
     frozen = stage == STAGES[0]
     set_trainable(model, "none" if frozen else opts.unfreeze)
     stage_loaders = loaders
-    if frozen and _use_cache(opts, loaders, model, cfg, say):
+    if frozen and _use_cache(opts, loaders, model, cfg, env, say):
         started = time.perf_counter()
-        stage_loaders = feature_loaders(model, loaders, precision)
+        stage_loaders = feature_loaders(model, loaders, cfg.precision)
         say(f"cached backbone features in {time.perf_counter() - started:.1f} s")
         result.feature_cache = True
     history = fit(model, stage_loaders, cfg, print_fn=say if cfg.progress != "none" else None)
     result.stages[stage] = history
     result.final_metrics = history.final_metrics
     if history.stopped in ("completed", "early_stop") and (folder / BEST).is_file():
-        model.load_state_dict(ckpt.load_weights(folder / BEST, model_device(model)))
+        model.load_state_dict(ckpt.load_weights(folder / BEST))  # copied to the model's device
     return history.stopped
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Where ``model``'s parameters live."""
-    return next(model.parameters()).device
-
-
-def _distributed() -> bool:
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _finished(state: dict, cfg: TrainConfig) -> bool:
@@ -301,6 +284,7 @@ def _use_cache(
     loaders: Loaders,
     model: TransferModel,
     cfg: TrainConfig,
+    env: DistEnv,
     say: Callable[[str], None],
 ) -> bool:
     """Whether stage 1 can train on cached features; why not, when asked for or in "auto"."""
@@ -317,10 +301,10 @@ def _use_cache(
             ),
             (loaders.mode != "memory", "the data streams from shards (not in memory)"),
             (cfg.compile, "--compile compiles the full model"),
-            (_distributed(), "distributed training"),
+            (env.world_size > 1, "distributed training"),
             (not model.accepts_features, "features and images have the same shape"),
             (
-                feature_cache_bytes(model, images) > memory_budget(model_device(model)),
+                feature_cache_bytes(model, images) > memory_budget(env.device),
                 "the features do not fit the memory budget",
             ),
         )

@@ -47,6 +47,12 @@ class HeadPool(nn.Module):
         return self.kind
 
 
+def pooled_width(feature_shape: Shape, pool: str) -> int:
+    """Features per image after :class:`HeadPool`: channels for ``gap`` (or a flat backbone
+    output), all values of the map for ``flatten``."""
+    return feature_shape[0] if pool == "gap" else math.prod(feature_shape)
+
+
 def make_head(
     feature_shape: Shape, num_classes: int, pool: str, hidden: tuple[int, ...], dropout: float
 ) -> nn.Sequential:
@@ -59,9 +65,8 @@ def make_head(
         raise ConfigError(f"dropout {dropout!r} must lie in [0, 1)")
     if any(not isinstance(h, int) or h < 1 for h in hidden):
         raise ConfigError(f"hidden widths {list(hidden)} must be positive ints")
-    flat = pool == "gap" or len(feature_shape) == 1
-    width = feature_shape[0] if flat else math.prod(feature_shape)
     layers: list[nn.Module] = [HeadPool(pool)]
+    width = pooled_width(feature_shape, pool)
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
         layers += [nn.Dropout(dropout)] if dropout else []
@@ -72,6 +77,22 @@ def make_head(
     return nn.Sequential(*layers)
 
 
+@dataclass
+class Backbone:
+    """A feature trunk and how to rebuild it.
+
+    Attributes:
+        trunk: the module. input_shape: ``(C, H, W)`` it takes.
+        desc: ``{"model": <run-folder model description>, "strip": <module or None>}``.
+        name: a short name for run folders.
+    """
+
+    trunk: nn.Module
+    input_shape: Shape
+    desc: dict[str, Any]
+    name: str
+
+
 class TransferModel(nn.Module):
     """``backbone`` (a frozen or trainable feature trunk) and a new ``head``.
 
@@ -79,29 +100,56 @@ class TransferModel(nn.Module):
     of exactly :attr:`feature_shape`): the feature-cache fast path trains the head on features
     computed once.
 
+    Args:
+        backbone: the trunk, its input shape and how to rebuild it.
+        num_classes: classes of the head.
+        pool, hidden, dropout: the head (see :func:`make_head`).
+        backbone_lr_mult: learning-rate factor of the backbone's parameters.
+
     Attributes:
         feature_shape: the backbone's output for one image, ``(C, H, W)`` or ``(F,)``.
-        trainable: which backbone blocks train: ``"none"``, ``"all"`` or ``"last:K"``.
-        backbone_lr_mult: learning-rate factor of the backbone's parameters.
+        trainable: which backbone blocks train: ``"none"``, ``"all"`` or ``"last:K"`` (set by
+            :func:`set_trainable`).
+        cnnlab_meta: derived from the above: what a run folder records to rebuild the model.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
-        input_shape: Shape,
+        backbone: Backbone,
         num_classes: int,
         *,
         pool: str = "gap",
         hidden: tuple[int, ...] = (),
         dropout: float = 0.0,
+        backbone_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.input_shape = tuple(input_shape)
-        self.feature_shape = tuple(infer_output_shape(backbone, self.input_shape))
-        self.head = make_head(self.feature_shape, num_classes, pool, tuple(hidden), dropout)
+        self.backbone = backbone.trunk
+        self.backbone_desc, self.backbone_name = backbone.desc, backbone.name
+        self.input_shape = tuple(backbone.input_shape)
+        self.feature_shape = tuple(infer_output_shape(self.backbone, self.input_shape))
+        self.num_classes, self.pool, self.dropout = num_classes, pool, dropout
+        self.hidden = tuple(hidden)
+        self.head = make_head(self.feature_shape, num_classes, pool, self.hidden, dropout)
         self.trainable = "all"
-        self.backbone_lr_mult = 1.0
+        self.backbone_lr_mult = backbone_lr_mult
+
+    @property
+    def cnnlab_meta(self) -> dict[str, Any]:
+        """Name, input shape, classes and the ``transfer`` description run folders keep."""
+        return {
+            "name": f"{self.backbone_name}_transfer",
+            "input_shape": self.input_shape,
+            "num_classes": self.num_classes,
+            "transfer": {
+                "backbone": self.backbone_desc,
+                "pool": self.pool,
+                "hidden": list(self.hidden),
+                "dropout": self.dropout,
+                "trainable": self.trainable,
+                "backbone_lr_mult": self.backbone_lr_mult,
+            },
+        }
 
     @property
     def accepts_features(self) -> bool:
@@ -177,7 +225,6 @@ def set_trainable(model: TransferModel, spec: str) -> list[str]:
     for p in model.head.parameters():
         p.requires_grad_(True)
     model.trainable = spec
-    model.cnnlab_meta["transfer"]["trainable"] = spec
     return names
 
 
@@ -217,22 +264,6 @@ def strip_module(model: nn.Module, name: str) -> None:
     setattr(parent, child, nn.Identity())
 
 
-@dataclass
-class Backbone:
-    """A feature trunk and how to rebuild it.
-
-    Attributes:
-        trunk: the module. input_shape: ``(C, H, W)`` it takes.
-        desc: ``{"model": <run-folder model description>, "strip": <module or None>}``.
-        name: a short name for run folders.
-    """
-
-    trunk: nn.Module
-    input_shape: Shape
-    desc: dict[str, Any]
-    name: str
-
-
 def rebuild_backbone(desc: dict[str, Any]) -> Backbone:
     """The backbone :class:`Backbone.desc` describes, freshly initialized."""
     from cnnlab.train.loading import build_model
@@ -254,24 +285,15 @@ def build_transfer_model(
     trainable: str = "all",
     backbone_lr_mult: float = 1.0,
 ) -> TransferModel:
-    """A TransferModel on ``backbone``, with run-folder metadata, frozen as ``trainable``."""
+    """A TransferModel on ``backbone``, frozen as ``trainable``."""
     model = TransferModel(
-        backbone.trunk, backbone.input_shape, num_classes, pool=pool, hidden=hidden, dropout=dropout
+        backbone,
+        num_classes,
+        pool=pool,
+        hidden=hidden,
+        dropout=dropout,
+        backbone_lr_mult=backbone_lr_mult,
     )
-    model.backbone_lr_mult = backbone_lr_mult
-    model.cnnlab_meta = {
-        "name": f"{backbone.name}_transfer",
-        "input_shape": backbone.input_shape,
-        "num_classes": num_classes,
-        "transfer": {
-            "backbone": backbone.desc,
-            "pool": pool,
-            "hidden": list(hidden),
-            "dropout": dropout,
-            "trainable": trainable,
-            "backbone_lr_mult": backbone_lr_mult,
-        },
-    }
     set_trainable(model, trainable)
     return model
 

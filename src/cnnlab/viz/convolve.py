@@ -28,9 +28,15 @@ def sample_images() -> dict[str, torch.Tensor]:
 
 
 def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
-    """An image file as ``(C, H, W)`` floats in [0, 1] (an error naming a bad file)."""
+    """An image file as ``(C, H, W)`` floats in [0, 1].
+
+    Raises:
+        DataError: a missing or undecodable file, naming it.
+    """
     from cnnlab.data.decode import read_image
 
+    if not Path(path).is_file():
+        raise DataError(f"image '{path}' does not exist")
     return read_image(Path(path), channels=channels).float() / 255.0
 
 
