@@ -187,6 +187,15 @@ def create_model(
     return model
 
 
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """Check that ``name`` is registered and takes ``options``, before building anything.
+
+    Raises:
+        UnknownModelError: an unknown model or option, listing the valid ones.
+    """
+    _check_kwargs(model_info(name), options)
+
+
 def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
     sig = inspect.signature(info.factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):

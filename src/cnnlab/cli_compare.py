@@ -1,0 +1,145 @@
+"""``cnnlab compare``: train several models with one budget, print and write the comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli_common import cells, console
+from cnnlab.cli_data import ChannelsOpt, RootOpt, SizeOpt, shown_warnings
+from cnnlab.cli_train import (
+    RUN_HELP,
+    AugmentOpt,
+    BatchSizeOpt,
+    DataOpt,
+    DeviceFlag,
+    EarlyStopOpt,
+    LrOpt,
+    OptimizerOpt,
+    PrecisionOpt,
+    ProgressOpt,
+    QuietOpt,
+    SmoothingOpt,
+    ValSplitOpt,
+    WarmupOpt,
+    WeightDecayOpt,
+    _opt,
+    exit_code,
+    parse_model_options,
+)
+
+
+def compare_cmd(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Registry names or spec files, with options as MODEL:NAME=VALUE,... "
+            "(e.g. vgg10 vgg10:batchnorm=true)."
+        ),
+    ],
+    data: DataOpt = "digits",
+    epochs: Annotated[int, _opt("--epochs", "-e", help="Epochs for every model.")] = 10,
+    seeds: Annotated[
+        int, _opt("--seeds", help="Runs per model (seeds --seed, --seed+1, ...).")
+    ] = 3,
+    seed: Annotated[int, _opt("--seed", help="First seed.")] = 0,
+    batch_size: BatchSizeOpt = 32,
+    optimizer: OptimizerOpt = "adam",
+    lr: LrOpt = None,
+    weight_decay: WeightDecayOpt = 0.0,
+    schedule: Annotated[
+        str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp.")
+    ] = "constant",
+    warmup_epochs: WarmupOpt = 0.0,
+    label_smoothing: SmoothingOpt = 0.0,
+    early_stop: EarlyStopOpt = None,
+    max_steps: Annotated[
+        int | None, _opt("--max-steps", help="Stop each run after N optimizer steps.")
+    ] = None,
+    val_split: ValSplitOpt = 0.1,
+    augment: AugmentOpt = "none",
+    image_size: SizeOpt = None,
+    channels: ChannelsOpt = None,
+    root: RootOpt = None,
+    model_opt: Annotated[
+        list[str], _opt("--model-opt", help="Option NAME=VALUE for every registry model.")
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    device: DeviceFlag = "auto",
+    precision: PrecisionOpt = "auto",
+    out: Annotated[
+        Path | None,
+        _opt(
+            "--out",
+            "-o",
+            help="Comparison folder (default comparisons/<data>-<time>); rerun to continue.",
+            panel=RUN_HELP,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    progress: ProgressOpt = "auto",
+) -> None:
+    """Train every model with the same data, epochs and seeds; table, curves and scatters."""
+    from cnnlab.compare import compare, load_results, write_results
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig
+
+    data_cfg = DataConfig(
+        source=data,
+        batch_size=batch_size,
+        image_size=image_size,
+        channels=channels,
+        val_split=val_split,
+        augment=augment,
+        root=str(root) if root else None,
+        progress=not quiet,
+    )
+    cfg = TrainConfig(
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        early_stop=early_stop,
+        max_steps=max_steps,
+        device=device,
+        precision=precision,
+        progress="none" if quiet else progress,
+    )
+    say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
+    with shown_warnings():
+        outcome = compare(
+            models,
+            data_cfg,
+            cfg,
+            seeds=range(seed, seed + seeds),
+            out_dir=out,
+            model_options=parse_model_options(model_opt),
+            print_fn=say,
+        )
+    results = load_results(outcome.path)
+    files = write_results(outcome.path, results)
+    if not quiet:
+        print_table(results)
+        for role, path in files.items():
+            console.print(f"wrote {path} ({role})", highlight=False)
+        if outcome.interrupted:
+            console.print(f"interrupted; run the same command with --out {outcome.path} to go on")
+    raise typer.Exit(exit_code("interrupted" if outcome.interrupted else "completed"))
+
+
+def print_table(results) -> None:
+    """The comparison table on the console."""
+    from cnnlab.compare import table_rows
+    from cnnlab.compare.results import HEADERS
+
+    table = Table(title="Comparison (mean ± std over seeds)")
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in table_rows(results):
+        table.add_row(*cells(*row))
+    console.print(table)

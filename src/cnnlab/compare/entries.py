@@ -1,0 +1,97 @@
+"""What a comparison trains: ``MODEL[:NAME=VALUE,...]`` entries, each a model with its options."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.errors import ConfigError
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One contender: a registry name or spec file with factory options.
+
+    Attributes:
+        label: how tables and plots name it (``vgg10:batchnorm=true``).
+        model: registry name or spec path.
+        options: factory options (``{"batchnorm": True}``); specs take none.
+    """
+
+    label: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """The label as a folder name: letters, digits, ``-``, ``_``, ``.`` only."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label.replace("=", "-")).strip("_")
+
+
+def parse_entry(text: str, common: dict[str, Any] | None = None) -> Entry:
+    """``"vgg10:batchnorm=true,dropout=0.3"`` to an :class:`Entry`; ``common`` options (from
+    ``--model-opt``) apply to every registry model, the entry's own ones win.
+
+    Raises:
+        ConfigError: an empty name or an option that is not ``NAME=VALUE``.
+    """
+    name, sep, rest = text.partition(":")
+    if sep and "=" not in rest and Path(text).suffix.lower() in SPEC_SUFFIXES:  # C:\\net.yaml
+        name, rest = text, ""
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"model entry {text!r} has no model name")
+    options: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(
+                f"model entry {text!r}: option {item!r} must look like NAME=VALUE "
+                "(e.g. vgg10:batchnorm=true)"
+            )
+        options[key.strip()] = yaml.safe_load(value)
+    is_spec = Path(name).suffix.lower() in SPEC_SUFFIXES
+    if is_spec and options:
+        raise ConfigError(f"model entry {text!r}: a spec file takes no options; edit the spec")
+    label = Path(name).stem if is_spec else name
+    if options:
+        label += ":" + ",".join(f"{k}={_show(v)}" for k, v in options.items())
+    merged = {} if is_spec else {**(common or {}), **options}
+    return Entry(label, name, merged)
+
+
+def parse_entries(texts: list[str], common: dict[str, Any] | None = None) -> list[Entry]:
+    """Every entry; two that would share a label (and a folder) are an error."""
+    if not texts:
+        raise ConfigError("compare needs at least one model")
+    entries = [parse_entry(t, common) for t in texts]
+    for entry in entries:
+        check_entry(entry)
+    seen: dict[str, str] = {}
+    for entry, text in zip(entries, texts, strict=True):
+        if entry.slug in seen:
+            raise ConfigError(f"models {seen[entry.slug]!r} and {text!r} are the same entry")
+        seen[entry.slug] = text
+    return entries
+
+
+def check_entry(entry: Entry) -> None:
+    """Fail before any training: a spec file that does not exist, an unknown registry model
+    or an option its factory does not take (UnknownModelError lists the valid ones)."""
+    from cnnlab.models.registry import check_model_options
+
+    if Path(entry.model).suffix.lower() in SPEC_SUFFIXES:
+        if not Path(entry.model).is_file():
+            raise ConfigError(f"model entry {entry.label!r}: spec file '{entry.model}' not found")
+        return
+    check_model_options(entry.model, entry.options)
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
