@@ -9,7 +9,7 @@ from rich.table import Table
 
 from cnnlab import __version__
 from cnnlab.cli_common import cells, console, fail, user_errors
-from cnnlab.cli_compare import compare_cmd
+from cnnlab.cli_compare import compare_cmd, report_cmd
 from cnnlab.cli_data import data_app
 from cnnlab.cli_finetune import finetune_cmd
 from cnnlab.cli_train import eval_cmd, predict_cmd, train_cmd
@@ -30,6 +30,7 @@ app.command("eval")(user_errors(eval_cmd))
 app.command("predict")(user_errors(predict_cmd))
 app.command("finetune")(user_errors(finetune_cmd))
 app.command("compare")(user_errors(compare_cmd))
+app.command("report")(user_errors(report_cmd))
 
 ShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")

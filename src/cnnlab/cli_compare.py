@@ -49,6 +49,7 @@ def compare_cmd(
     batch_size: BatchSizeOpt = 32,
     optimizer: OptimizerOpt = "adam",
     lr: LrOpt = None,
+    momentum: Annotated[float, _opt("--momentum", help="SGD momentum.")] = 0.9,
     weight_decay: WeightDecayOpt = 0.0,
     schedule: Annotated[
         str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp.")
@@ -100,6 +101,7 @@ def compare_cmd(
         epochs=epochs,
         optimizer=optimizer,
         lr=lr,
+        momentum=momentum,
         weight_decay=weight_decay,
         schedule=schedule,
         warmup_epochs=warmup_epochs,
@@ -143,3 +145,20 @@ def print_table(results) -> None:
     for row in table_rows(results):
         table.add_row(*cells(*row))
     console.print(table)
+
+
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(help="Run, fine-tuning or comparison folder.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default FOLDER/report.html).")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Test images shown with predictions (0: none).")
+    ] = 24,
+) -> None:
+    """One self-contained HTML file: plots embedded, tables, config; opens with no server."""
+    from cnnlab.report import write_report
+
+    with shown_warnings():
+        path = write_report(folder, out, samples=samples)
+    console.print(f"wrote {path}", highlight=False)

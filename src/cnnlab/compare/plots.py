@@ -24,10 +24,13 @@ def write_plots(root: Path, results: list[ModelResult]) -> dict[str, Path]:
     return {
         "curves": save_figure(plot_curves(results), root / CURVES),
         "accuracy_vs_params": save_figure(
-            plot_scatter(results, "params", "parameters (log scale)", log=True), root / ACC_PARAMS
+            plot_scatter(results, "params", "parameters (log scale)", "parameters", log=True),
+            root / ACC_PARAMS,
         ),
         "accuracy_vs_time": save_figure(
-            plot_scatter(results, "train_time_s", "training time (s, mean over seeds)"),
+            plot_scatter(
+                results, "train_time_s", "training time (s, mean over seeds)", "training time"
+            ),
             root / ACC_TIME,
         ),
     }
@@ -92,8 +95,11 @@ def plot_curves(results: list[ModelResult]) -> Figure:
     return figure
 
 
-def plot_scatter(results: list[ModelResult], x: str, xlabel: str, log: bool = False) -> Figure:
-    """Test accuracy (mean ± std over seeds) against ``x``: "params" or a SeedRun field."""
+def plot_scatter(
+    results: list[ModelResult], x: str, xlabel: str, what: str, log: bool = False
+) -> Figure:
+    """Test accuracy (mean ± std over seeds) against ``x``: "params" or a SeedRun field;
+    ``what`` names it in the title."""
     figure = Figure(figsize=(7, 5), layout="constrained")
     ax = figure.subplots()
     shown = 0
@@ -115,7 +121,7 @@ def plot_scatter(results: list[ModelResult], x: str, xlabel: str, log: bool = Fa
         ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
     metric = "test" if any(r.stat("test_accuracy") for r in results) else "best validation"
-    ax.set(xlabel=xlabel, ylabel=f"{metric} accuracy (%)", title=f"{metric} accuracy vs {x}")
+    ax.set(xlabel=xlabel, ylabel=f"{metric} accuracy (%)", title=f"{metric} accuracy vs {what}")
     ax.grid(alpha=0.3, which="both")
     if not shown:
         ax.text(0.5, 0.5, "no finished runs yet", ha="center", transform=ax.transAxes)

@@ -1,0 +1,147 @@
+"""The HTML report of one run folder: headline figures, curves, confusion matrix and per-class
+scores, sample predictions, the model summary, the configuration and the history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.report import html as h
+from cnnlab.train.history import History
+from cnnlab.train.run import CONFIG, CONFUSION, CURVES, HISTORY, METRICS, SUMMARY
+
+
+def run_page(path: Path, samples: int = 24, device: str = "cpu") -> str:
+    """The report of the run in ``path`` as an HTML document."""
+    config = yaml.safe_load((path / CONFIG).read_text())
+    metrics = _json(path / METRICS)
+    model, data = config["model"], config["data"]
+    subtitle = (
+        f"{model.get('name')} on {data.get('source')} ({data.get('input_shape')}, "
+        f"{len(data.get('classes', []))} classes) · run folder {path}"
+    )
+    sections = [
+        h.cards(headline(metrics, path)),
+        "" if metrics else h.note("No metrics.json: the run has not finished (or was stopped)."),
+        h.section("Learning curves", h.image(path / CURVES, "learning curves")),
+        h.section(
+            "Confusion matrix and per-class scores",
+            h.image(path / CONFUSION, "confusion matrix"),
+            per_class_table(metrics.get("per_class")),
+        ),
+        h.section("Sample predictions", sample_predictions(path, samples, device)),
+        h.section("Model", _text(path / SUMMARY)),
+        h.section(
+            "Configuration and history",
+            h.pre(yaml.safe_dump(config, sort_keys=False), "config.yaml"),
+            history_table(path / HISTORY),
+        ),
+    ]
+    return h.page(f"cnnlab run: {path.name}", subtitle, sections)
+
+
+def headline(metrics: dict[str, Any], path: Path) -> list[tuple[str, str]]:
+    """[(value, caption)] of the figures a reader looks for first."""
+    items = []
+    for split in ("test", "val"):
+        if split in metrics:
+            m = metrics[split]
+            items.append((f"{m['accuracy']:.2%}", f"{split} accuracy ({m['count']:,} images)"))
+            break
+    best = metrics.get("best") or {}
+    if "val_accuracy" in best:
+        items.append((f"{best['val_accuracy']:.2%}", f"best val accuracy (epoch {best['epoch']})"))
+    if metrics.get("epochs"):
+        items.append((str(metrics["epochs"]), f"epochs ({metrics.get('stopped', '')})"))
+    if metrics.get("train_time_s") is not None:
+        items.append((f"{metrics['train_time_s']:.1f} s", "training time"))
+    if metrics.get("images_per_s_median"):
+        items.append((f"{metrics['images_per_s_median']:,.0f}", "images/s (median epoch)"))
+    return items
+
+
+def per_class_table(report: dict[str, Any] | None) -> str:
+    """Precision, recall, F1 and support per class."""
+    if not report:
+        return ""
+    rows = [
+        (c, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", s)
+        for c, p, r, f, s in zip(
+            report["classes"],
+            report["precision"],
+            report["recall"],
+            report["f1"],
+            report["support"],
+            strict=True,
+        )
+    ]
+    rows.append(("macro F1 / accuracy", "", "", f"{report['macro_f1']:.4f}", ""))
+    return h.table(("class", "precision", "recall", "F1", "support"), rows)
+
+
+def sample_predictions(path: Path, count: int, device: str) -> str:
+    """The first ``count`` test images (validation if no test split) with the run's
+    predictions, wrong ones in red. The data must still be where the run found it."""
+    if count <= 0:
+        return ""
+    import torch
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.train.evaluation import load_split_images
+    from cnnlab.train.loading import load_run
+    from cnnlab.viz.samples import sample_grid
+
+    try:
+        run = load_run(path, device=device)
+        for split in ("test", "val"):
+            try:
+                images = load_split_images(run, None, split)
+                break
+            except CnnlabError:
+                continue
+        else:
+            return h.note("no test or validation split to show")
+        shown = images.subset(torch.arange(min(count, len(images))))
+        predicted = _predict(run, shown.images)
+        names = [run.classes[i] for i in predicted]
+        figure = sample_grid(shown, count=len(shown), cols=8, predictions=names)
+        figure.suptitle(f"{split} split: first {len(shown)} images, prediction under the label")
+        return h.image(h.png_bytes(figure), "sample predictions")
+    except CnnlabError as err:
+        return h.note(f"sample predictions left out: {err}")
+
+
+def _predict(run, pixels) -> list[int]:
+    import torch
+
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        out = run.model(run.normalizer(pixels).to(device))
+    return out.argmax(dim=1).tolist()
+
+
+def history_table(file: Path) -> str:
+    """history.csv as a folded table."""
+    if not file.is_file():
+        return ""
+    history = History.load(file)
+    cols = history.columns
+    rows = [[_cell(row.get(c)) for c in cols] for row in history]
+    return f"<details><summary>history.csv</summary>{h.table(cols, rows)}</details>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return "" if value is None else str(value)
+
+
+def _json(file: Path) -> dict[str, Any]:
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _text(file: Path) -> str:
+    return h.pre(file.read_text()) if file.is_file() else ""
