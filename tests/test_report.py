@@ -84,6 +84,23 @@ def test_run_report_without_its_data_still_renders(run_dir, monkeypatch):
     assert len(embedded_images(page)) == 2
 
 
+def test_finetune_folder_reports_its_last_stage_and_both_stages(run_dir, tmp_path):
+    import shutil
+
+    parent = tmp_path / "ft"
+    with pytest.raises(RunError, match="is not a run"):
+        render_report(parent)
+    parent.mkdir()
+    (parent / "finetune.yaml").write_text("backbone: vgg16\nunfreeze: all\n")
+    with pytest.raises(RunError, match="no finished stage yet"):
+        render_report(parent)
+    shutil.copytree(run_dir, parent / "2-finetune")
+    shutil.copy(run_dir / "curves.png", parent / "curves.png")
+    page = render_report(parent, samples=0)
+    assert "cnnlab fine-tuning: ft" in page and "backbone: vgg16" in page
+    assert len(embedded_images(page)) == 3  # both-stage curves, stage curves, confusion
+
+
 def test_compare_report(compare_dir):
     page = render_report(compare_dir)
     assert_self_contained(page)

@@ -43,7 +43,11 @@ def render_report(path: str | Path, samples: int = 24, device: str = "cpu") -> s
         return compare_page(path)
     from cnnlab.report.run_report import run_page
 
-    return run_page(resolve_run_dir(path), samples=samples, device=device)
+    stage = resolve_run_dir(path)
+    if kind == "finetune" and stage == path:
+        raise RunError(f"fine-tuning folder '{path}' has no finished stage yet")
+    finetune = path if kind == "finetune" else None
+    return run_page(stage, samples=samples, device=device, finetune=finetune)
 
 
 def write_report(

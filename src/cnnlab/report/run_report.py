@@ -14,8 +14,11 @@ from cnnlab.train.history import History
 from cnnlab.train.run import CONFIG, CONFUSION, CURVES, HISTORY, METRICS, SUMMARY
 
 
-def run_page(path: Path, samples: int = 24, device: str = "cpu") -> str:
-    """The report of the run in ``path`` as an HTML document."""
+def run_page(
+    path: Path, samples: int = 24, device: str = "cpu", finetune: Path | None = None
+) -> str:
+    """The report of the run in ``path`` as an HTML document; ``finetune``: the fine-tuning
+    folder ``path`` is the last stage of (its both-stage curves and finetune.yaml are added)."""
     config = yaml.safe_load((path / CONFIG).read_text())
     metrics = _json(path / METRICS)
     model, data = config["model"], config["data"]
@@ -26,6 +29,7 @@ def run_page(path: Path, samples: int = 24, device: str = "cpu") -> str:
     sections = [
         h.cards(headline(metrics, path)),
         "" if metrics else h.note("No metrics.json: the run has not finished (or was stopped)."),
+        finetune_section(finetune) if finetune else "",
         h.section("Learning curves", h.image(path / CURVES, "learning curves")),
         h.section(
             "Confusion matrix and per-class scores",
@@ -40,7 +44,18 @@ def run_page(path: Path, samples: int = 24, device: str = "cpu") -> str:
             history_table(path / HISTORY),
         ),
     ]
-    return h.page(f"cnnlab run: {path.name}", subtitle, sections)
+    title = f"cnnlab fine-tuning: {finetune.name}" if finetune else f"cnnlab run: {path.name}"
+    return h.page(title, subtitle, sections)
+
+
+def finetune_section(folder: Path) -> str:
+    """Both stages' curves (the boundary marked) and the fine-tuning record."""
+    record = folder / "finetune.yaml"
+    return h.section(
+        "Fine-tuning: head on the frozen backbone, then unfrozen",
+        h.image(folder / CURVES, "fine-tuning curves, both stages"),
+        h.pre(record.read_text(), "finetune.yaml") if record.is_file() else "",
+    )
 
 
 def headline(metrics: dict[str, Any], path: Path) -> list[tuple[str, str]]:
