@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def compare_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "cmp"
-    cfg = TrainConfig(epochs=1, max_steps=6, progress="none", device="cpu")
+    cfg = TrainConfig(epochs=1, progress="none", device="cpu")
     compare(["lenet5", "basic_cnn"], digits(), cfg, seeds=[0, 1], out_dir=path, print_fn=str)
     return path
 

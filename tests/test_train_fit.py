@@ -229,3 +229,11 @@ def test_compile_trains_on_cpu(tmp_path):
     state = load_state(tmp_path / "run" / "state.pt")
     assert not any(k.startswith("_orig_mod") for k in state["model"]), "plain keys saved"
     assert state["global_step"] == 4
+
+
+def test_stop_inside_the_first_epoch_evaluates_and_labels_the_last_weights(tmp_path):
+    """No epoch ended, so there are no best weights: metrics.json must say it used the last."""
+    history = fit("lenet5", digits(), config(tmp_path / "run", max_steps=5))
+    assert history.stopped == "max_steps" and len(history) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["weights"] == "last" and metrics["best_epoch"] is None

@@ -3,11 +3,9 @@
 # guessing)"; the third entry adds BatchNorm after every conv of VGG10, which is what fixes it.
 # Recipe of the lesson: Adam (lr 1e-3), batch 32, 3 epochs, 10% validation split.
 #   DATA=../shared/datasets/cifar10 examples/compare/lesson000_cifar10.sh
-#   MAX_STEPS=300 SEEDS=1 examples/compare/lesson000_cifar10.sh  (a CPU-sized look: ~35M params)
+#   EPOCHS=1 SEEDS=1 examples/compare/lesson000_cifar10.sh  (a CPU-sized look: ~35M params each)
 set -euo pipefail
-extra=()
-if [[ -n "${MAX_STEPS:-}" ]]; then extra+=(--max-steps "$MAX_STEPS"); fi
 cnnlab compare vgg6 vgg10 vgg10:batchnorm=true \
   --data "${DATA:-cifar10}" --optimizer adam --batch-size 32 \
   --epochs "${EPOCHS:-3}" --seeds "${SEEDS:-3}" \
-  --out "${OUT:-comparisons/lesson000-cifar10}" "${extra[@]}" "$@"
+  --out "${OUT:-comparisons/lesson000-cifar10}" "$@"

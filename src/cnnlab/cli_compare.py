@@ -57,9 +57,6 @@ def compare_cmd(
     warmup_epochs: WarmupOpt = 0.0,
     label_smoothing: SmoothingOpt = 0.0,
     early_stop: EarlyStopOpt = None,
-    max_steps: Annotated[
-        int | None, _opt("--max-steps", help="Stop each run after N optimizer steps.")
-    ] = None,
     val_split: ValSplitOpt = 0.1,
     augment: AugmentOpt = "none",
     image_size: SizeOpt = None,
@@ -107,7 +104,6 @@ def compare_cmd(
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         early_stop=early_stop,
-        max_steps=max_steps,
         device=device,
         precision=precision,
         progress="none" if quiet else progress,

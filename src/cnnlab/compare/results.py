@@ -111,7 +111,7 @@ def read_seed_run(path: Path, seed: int) -> SeedRun:
             metrics.get("stopped", "completed"),
             best_val_accuracy=best.get("val_accuracy"),
             test_accuracy=final.get("accuracy"),
-            train_time_s=metrics.get("train_time_s"),
+            train_time_s=metrics.get("train_time_s") if metrics.get("epochs") else None,
             images_per_s=metrics.get("images_per_s_median"),
         )
     else:

@@ -39,6 +39,7 @@ def _final_metrics(s) -> None:
     if loader is not None:
         last = ckpt.cpu_state_dict(s.model.state_dict())
         best = s.run.file(BEST)
+        used = "best" if best.is_file() else "last"  # no epoch ended: no best weights yet
         if best.is_file():
             s.model.load_state_dict(ckpt.load_weights(best))
         try:
@@ -52,7 +53,7 @@ def _final_metrics(s) -> None:
             )
         finally:
             s.model.load_state_dict(last)  # the caller's model keeps the last weights, as Keras
-        metrics[split] = {**ev.metrics, "count": int(ev.targets.numel()), "weights": "best"}
+        metrics[split] = {**ev.metrics, "count": int(ev.targets.numel()), "weights": used}
         metrics["per_class"] = _confusion(s, ev, split)
     s.run.write_json(METRICS, metrics)
     s.final_metrics = metrics
