@@ -65,9 +65,9 @@ def sample_grid(
     return figure
 
 
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write ``figure`` as PNG (atomically) and return the path."""
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100, fmt: str = "png") -> Path:
+    """Write ``figure`` as PNG (or ``fmt``: svg, pdf) atomically and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi)
+        figure.savefig(tmp, format=fmt, dpi=dpi)
     return path

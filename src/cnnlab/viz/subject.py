@@ -1,0 +1,97 @@
+"""What ``cnnlab visualize filters|featuremaps|saliency`` look at: a trained run, or a registry
+model / spec file with random weights, and an image prepared the way that model takes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.data.normalize import Normalizer
+from cnnlab.errors import DataError, RunError
+
+SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+
+
+@dataclass
+class Subject:
+    """A model to look inside, with what it needs to read an image.
+
+    Attributes:
+        model: in eval mode, on the CPU (a run's weights, or random init).
+        input_shape: ``(C, H, W)`` the model takes.
+        normalizer: how uint8 pixels become the model's input.
+        classes: class names in label order (a run's), or ``None`` (then labels are indices).
+        name: the run folder's name or the model's name.
+        trained: ``True`` for a run's weights, ``False`` for a freshly built model.
+    """
+
+    model: nn.Module
+    input_shape: tuple[int, int, int]
+    normalizer: Normalizer
+    classes: list[str] | None
+    name: str
+    trained: bool
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (its number when the subject has no class names)."""
+        return self.classes[index] if self.classes else str(index)
+
+
+def load_subject(source: str | Path, weights: str = "best") -> Subject:
+    """A run folder (its best or last weights, classes and normalization; fine-tuning folders
+    give their last stage) or a registry name / spec file (``.yaml``, ``.yml``, ``.json``)
+    built with random weights on the CPU and a plain ``/255`` normalizer.
+
+    Raises:
+        RunError: a path that is neither a run folder nor a spec file.
+        UnknownModelError, SpecError: a bad model name or spec.
+    """
+    text = str(source)
+    path = Path(text)
+    if path.is_dir():
+        from cnnlab.train.loading import load_run
+
+        run = load_run(path, weights=weights, device="cpu")
+        return Subject(run.model, run.input_shape, run.normalizer, run.classes, path.name, True)
+    if path.suffix.lower() in SPEC_SUFFIXES:
+        if not path.is_file():
+            raise RunError(f"spec file '{text}' does not exist")
+        from cnnlab.spec import build_from_spec
+
+        model = build_from_spec(path)
+    elif "/" in text or "\\" in text:
+        raise RunError(f"'{text}' is not a run folder, a spec file or a registered model name")
+    else:
+        from cnnlab.models import create_model
+
+        model = create_model(text)
+    meta = model.cnnlab_meta
+    model.eval()
+    return Subject(
+        model, tuple(meta["input_shape"]), Normalizer("scale"), None, meta["name"], False
+    )
+
+
+def load_input(subject: Subject, image_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image file as ``subject``'s model takes it, as ``cnnlab predict`` prepares it:
+    decoded, converted to the model's channels, resized to its input size (bilinear,
+    antialiased) and normalized.
+
+    Returns:
+        ``(image, batch)``: the uint8 ``(C, H, W)`` image at the model's input size (to draw)
+        and the normalized float ``(1, C, H, W)`` batch (to feed the model).
+
+    Raises:
+        DataError: a missing file; CorruptImageError: one that does not decode (naming it).
+    """
+    from cnnlab.data.decode import read_image
+
+    path = Path(image_path)
+    if not path.is_file():
+        raise DataError(f"image '{image_path}' does not exist")
+    channels, height, width = subject.input_shape
+    image = read_image(path, channels=channels, size=(height, width))  # (C, H, W) uint8
+    return image, subject.normalizer(image[None])
