@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import statistics
+import sys
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from cnnlab import create_model, summary
 from cnnlab.cli import app
-from cnnlab.compare import compare, load_results, parse_entries, parse_entry, write_results
+from cnnlab.compare import Entry, compare, load_results, parse_entries, parse_entry, write_results
 from cnnlab.errors import ConfigError, RunError, TrainingError, UnknownModelError
 from cnnlab.train import TrainConfig
 from train_helpers import StopAt, digits
@@ -47,6 +48,10 @@ def test_entries_parse_options_labels_and_folders():
         parse_entries(["missing.yaml"])
     with pytest.raises(ConfigError, match="at least one model"):
         parse_entries([])
+    with pytest.raises(ConfigError, match="at least one model"):
+        compare([], "digits")
+    with pytest.raises(ConfigError, match="same entry"):
+        compare([Entry("lenet5", "lenet5"), "lenet5"], "digits")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +119,7 @@ def test_rerun_continues_and_a_different_plan_is_refused(finished, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("cnnlab.train.fit.fit", no_training)
+    monkeypatch.setattr(sys.modules["cnnlab.train.fit"], "fit", no_training)
     lines = []
     compare(
         ["lenet5", "basic_cnn"],
@@ -151,8 +156,7 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_diverging_model_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
-    import cnnlab.train.fit as fit_module
-
+    fit_module = sys.modules["cnnlab.train.fit"]  # the package's `fit` attribute is the function
     real_fit = fit_module.fit
 
     def nan_for_basic(model, *a, **k):

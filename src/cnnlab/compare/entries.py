@@ -68,16 +68,23 @@ def parse_entry(text: str, common: dict[str, Any] | None = None) -> Entry:
 
 def parse_entries(texts: list[str], common: dict[str, Any] | None = None) -> list[Entry]:
     """Every entry; two that would share a label (and a folder) are an error."""
-    if not texts:
+    return validate_entries([parse_entry(t, common) for t in texts])
+
+
+def validate_entries(entries: list[Entry]) -> list[Entry]:
+    """Check every entry (:func:`check_entry`) and that no two share a folder; returns them.
+
+    Raises:
+        ConfigError: no entries, or two with the same label. UnknownModelError: see check_entry.
+    """
+    if not entries:
         raise ConfigError("compare needs at least one model")
-    entries = [parse_entry(t, common) for t in texts]
+    seen: dict[str, str] = {}
     for entry in entries:
         check_entry(entry)
-    seen: dict[str, str] = {}
-    for entry, text in zip(entries, texts, strict=True):
         if entry.slug in seen:
-            raise ConfigError(f"models {seen[entry.slug]!r} and {text!r} are the same entry")
-        seen[entry.slug] = text
+            raise ConfigError(f"models {seen[entry.slug]!r} and {entry.label!r} are the same entry")
+        seen[entry.slug] = entry.label
     return entries
 
 

@@ -92,7 +92,9 @@ def load_results(root: str | Path) -> list[ModelResult]:
     for item in plan["models"]:
         entry = Entry(item["label"], item["model"], item.get("options") or {})
         runs = [read_seed_run(run_folder(root, entry, s), s) for s in plan["seeds"]]
-        params, trainable, macs = model_size(next((r.path for r in runs if r.epochs), None))
+        params, trainable, macs = model_size(
+            next((r.path for r in runs if (r.path / CONFIG).is_file()), None)
+        )
         out.append(ModelResult(entry, params, trainable, macs, runs))
     return out
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from cnnlab.atomic import write_text_atomic
-from cnnlab.compare.entries import Entry, parse_entries
+from cnnlab.compare.entries import Entry, parse_entry, validate_entries
 from cnnlab.data import DataConfig
 from cnnlab.errors import ConfigError, RunError, TrainingError
 from cnnlab.train.config import TrainConfig
@@ -72,8 +72,8 @@ def compare(
         ConfigError: bad entries or seeds. RunError: ``out_dir`` holds another comparison.
     """
     say = print_fn or print
-    entries = [m for m in models if isinstance(m, Entry)] + parse_entries(
-        [m for m in models if not isinstance(m, Entry)], model_options
+    entries = validate_entries(
+        [m if isinstance(m, Entry) else parse_entry(m, model_options) for m in models]
     )
     seeds = _check_seeds(seeds)
     data_cfg = DataConfig(source=data) if isinstance(data, str) else data
