@@ -12,6 +12,7 @@ from cnnlab.cli_common import cells, console, fail, user_errors
 from cnnlab.cli_compare import compare_cmd, report_cmd
 from cnnlab.cli_data import data_app
 from cnnlab.cli_finetune import finetune_cmd
+from cnnlab.cli_lesson import lesson_cmd
 from cnnlab.cli_train import eval_cmd, predict_cmd, train_cmd
 from cnnlab.cli_visualize import visualize_app
 
@@ -31,6 +32,7 @@ app.command("predict")(user_errors(predict_cmd))
 app.command("finetune")(user_errors(finetune_cmd))
 app.command("compare")(user_errors(compare_cmd))
 app.command("report")(user_errors(report_cmd))
+app.command("lesson")(user_errors(lesson_cmd))
 
 ShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")

@@ -1,0 +1,126 @@
+"""Checks lessons share: a model's printed counts and shapes, datasets found offline, training
+a lesson's models with its recipe through ``cnnlab compare``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cnnlab.lessons.core import Context
+
+# where a dataset may sit under --data-root: a class-per-folder tree (with train/ and test/, or
+# the classes directly as flower_photos has them)
+FOLDERS = {
+    "mnist": ("mnist", "mnist-png", "MNIST"),
+    "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST"),
+    "cifar10": ("cifar10", "cifar-10", "cifar10-jpg", "CIFAR10"),
+    "flowers": ("flower_photos", "flowers"),
+}
+
+
+def check_counts(ctx: Context, name: str, model: Any, lesson: dict[str, int], **kw) -> None:
+    """Rows for a model's total / trainable / non-trainable params (``lesson`` has the keys it
+    printed) and, with ``shapes`` (layer -> Keras shape text), the printed output shapes."""
+    from cnnlab.summary import summary
+
+    shapes = kw.pop("shapes", None) or {}
+    s = summary(model, **kw)
+    got = {
+        "total": s.counts.total,
+        "trainable": s.counts.trainable,
+        "non-trainable": s.counts.non_trainable,
+    }
+    for key, value in lesson.items():
+        ctx.exact(f"{name}: {key} params", f"{value:,}", f"{got[key]:,}")
+    printed = {row.name: row.keras_shape for row in s.rows}
+    for layer, shape in shapes.items():
+        ctx.exact(f"{name}: output of {layer}", shape, printed.get(layer, "(no such layer)"))
+
+
+def find_data(ctx: Context, name: str) -> tuple[str, str | None]:
+    """(source, root) for a dataset: a class-per-folder tree under ``--data-root`` if there is
+    one, else the registered name read from ``--data-root`` (or the cache) without download
+    when offline files are expected. Training raises DataError when it is absent."""
+    root = ctx.options.data_root
+    if root:
+        for folder in FOLDERS.get(name, (name,)):
+            path = Path(root) / folder
+            if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+                return str(path), None
+    return name, root
+
+
+def how_to_get(name: str) -> str:
+    """The command that makes a dataset available offline."""
+    folder = FOLDERS.get(name, (name,))[0]
+    return (
+        f"`cnnlab data stats {name}` once online (downloads with checksums), or "
+        f"`--data-root DIR` with DIR/{folder}/train/<class>/... (e.g. an extracted "
+        "../shared/datasets archive)"
+    )
+
+
+@dataclass
+class Contender:
+    """A model a lesson trains: label, registry name, options and the lesson's test accuracy
+    (None: the lesson printed none)."""
+
+    label: str
+    model: str
+    lesson_accuracy: float | None = None
+    options: dict | None = None
+
+
+def train_and_compare(
+    ctx: Context,
+    name: str,
+    contenders: Sequence[Contender],
+    data,
+    config,
+    tol: float = 0.01,
+) -> list | None:
+    """Train every contender with the lesson's recipe (``cnnlab compare`` into
+    ``<out>/<name>``), write its table, plots and HTML report, and add one accuracy row per
+    model. Returns the compare results, or None when the data is missing (a "needs" row)."""
+    from cnnlab.compare import Entry, compare, load_results, write_results
+    from cnnlab.errors import DataError
+    from cnnlab.report import write_report
+
+    folder = ctx.out / name
+    entries = [Entry(c.label, c.model, dict(c.options or {})) for c in contenders]
+    cfg = replace(config, device=ctx.options.device, progress="none")
+    try:
+        compare(
+            entries, data, cfg, seeds=range(ctx.options.seeds), out_dir=folder, print_fn=ctx.say
+        )
+    except DataError as err:
+        for c in contenders:
+            ctx.needs(
+                f"{c.label}: test accuracy",
+                _pct(c.lesson_accuracy),
+                f"{err}; {how_to_get(_data_name(data))}",
+            )
+        return None
+    results = load_results(folder)
+    write_results(folder, results)
+    ctx.links.append((f"{name}: comparison report", write_report(folder)))
+    ctx.picture(f"{name}: learning curves", folder / "curves.png")
+    for c, result in zip(contenders, results, strict=True):
+        stat = result.stat("test_accuracy")
+        value = None if stat is None else stat[0]
+        if c.lesson_accuracy is None:
+            ctx.row(f"{c.label}: test accuracy", "-", _pct(value), "recorded")
+        else:
+            ctx.accuracy(f"{c.label}: test accuracy", c.lesson_accuracy, value, tol)
+    return results
+
+
+def _data_name(data) -> str:
+    source = getattr(data, "source", data)
+    return Path(str(source)).name
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"

@@ -1,0 +1,121 @@
+"""The pieces every lesson reproduction shares: options, result rows with verdicts, and the
+context that finds data, trains and records what it made."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# verdicts a row can carry
+MATCH = "match"  # exact (counts, shapes, arithmetic)
+WITHIN = "within tolerance"
+DIFFERS = "differs"
+QUICK = "quick run (not comparable)"
+NEEDS = "needs data/weights"
+SHOWN = "see picture"
+SEEN = "reproduced"  # a qualitative observation of the lesson holds
+NOT_SEEN = "not reproduced"
+FAILING = (DIFFERS, NOT_SEEN)
+
+
+@dataclass
+class LessonOptions:
+    """How to run a lesson.
+
+    Attributes:
+        quick: shrink epochs and data so the lesson finishes in minutes on 2 CPU cores.
+        data_root: folder holding datasets (``mnist/``, ``cifar10/``, ``fashion_mnist/``,
+            ``flower_photos/`` as class-per-folder trees, or the canonical download files).
+        device: training device ("auto", "cpu", "cuda", ...).
+        out: the lesson's output folder (default ``lessons/<id>``).
+        seeds: runs per trained model (the lessons ran one each).
+    """
+
+    quick: bool = False
+    data_root: str | None = None
+    device: str = "auto"
+    out: str | None = None
+    seeds: int = 1
+
+
+@dataclass
+class Row:
+    """One figure of a lesson: what the lesson printed, what cnnlab computed, the verdict."""
+
+    section: str
+    figure: str
+    lesson: str
+    cnnlab: str
+    verdict: str
+    note: str = ""
+
+
+@dataclass
+class Context:
+    """What an experiment gets: options, the output folder, a printer, and the rows so far."""
+
+    options: LessonOptions
+    out: Path
+    say: Callable[[str], None]
+    rows: list[Row] = field(default_factory=list)
+    pictures: list[tuple[str, Path]] = field(default_factory=list)
+    links: list[tuple[str, Path]] = field(default_factory=list)
+    section: str = ""
+
+    def row(self, figure: str, lesson: Any, cnnlab: Any, verdict: str, note: str = "") -> Row:
+        """Record one row under the current section."""
+        row = Row(self.section, figure, str(lesson), str(cnnlab), verdict, note)
+        self.rows.append(row)
+        self.say(f"  {figure}: lesson {row.lesson} | cnnlab {row.cnnlab} | {verdict}")
+        return row
+
+    def exact(self, figure: str, lesson: Any, cnnlab: Any, note: str = "") -> Row:
+        """A row that must match exactly (counts, shapes)."""
+        return self.row(figure, lesson, cnnlab, MATCH if lesson == cnnlab else DIFFERS, note)
+
+    def accuracy(self, figure: str, lesson: float, cnnlab: float | None, tol: float) -> Row:
+        """A test accuracy against the lesson's, within ``tol`` (fraction, e.g. 0.01 = 1
+        point) in full mode; in quick mode only recorded."""
+        if cnnlab is None or math.isnan(cnnlab):
+            return self.row(figure, f"{lesson:.2%}", "-", DIFFERS, "no result")
+        if self.options.quick:
+            verdict, note = QUICK, "quick mode: fewer epochs/smaller data than the lesson"
+        else:
+            verdict = WITHIN if abs(cnnlab - lesson) <= tol else DIFFERS
+            note = f"tolerance ±{tol * 100:g} points"
+        return self.row(figure, f"{lesson:.2%}", f"{cnnlab:.2%}", verdict, note)
+
+    def needs(self, figure: str, lesson: Any, what: str) -> Row:
+        """A row that could not be computed here: ``what`` says how to get the data/weights."""
+        return self.row(figure, lesson, "-", NEEDS, what)
+
+    def picture(self, caption: str, path: Path) -> None:
+        """A picture for the report."""
+        self.pictures.append((caption, path))
+
+    def sub(self, name: str) -> Path:
+        """A folder inside the lesson's output folder."""
+        path = self.out / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class Experiment:
+    """One part of a lesson: a title and the function that runs it."""
+
+    title: str
+    run: Callable[[Context], None]
+
+
+@dataclass
+class Lesson:
+    """A seed lesson: its id, title, source file and experiments."""
+
+    id: str
+    title: str
+    source: str
+    experiments: list[Experiment]

@@ -1,0 +1,74 @@
+"""Lesson 000 (a basic CNN, VGG, a residual net; VGG6 vs VGG10 on CIFAR-10)."""
+
+from __future__ import annotations
+
+from cnnlab.lessons.checks import Contender, check_counts, find_data, train_and_compare
+from cnnlab.lessons.core import NOT_SEEN, QUICK, SEEN, Context, Experiment, Lesson
+
+BASIC_SHAPES = {
+    "conv1": "(None, 15, 15, 16)",
+    "pool1": "(None, 7, 7, 16)",
+    "conv2": "(None, 3, 3, 32)",
+    "pool2": "(None, 1, 1, 32)",
+    "dense": "(None, 1, 1, 10)",
+}
+
+
+def summaries(ctx: Context) -> None:
+    """The basic CNN (every printed shape), VGG16, VGG6/VGG10 and the residual net."""
+    check_counts(ctx, "basic_cnn", "basic_cnn", {"total": 5_418}, shapes=BASIC_SHAPES)
+    check_counts(ctx, "vgg16", "vgg16", {"total": 138_357_544})
+    check_counts(ctx, "vgg6", "vgg6", {"total": 33_859_658})
+    check_counts(ctx, "vgg10", "vgg10", {"total": 35_339_082})
+    check_counts(ctx, "residual_cnn_lab", "residual_cnn_lab", {"total": 21_616_232})
+
+
+def vgg_depth(ctx: Context) -> None:
+    """VGG6 vs VGG10 on CIFAR-10, 3 epochs, Adam, batch 32, 10% validation: the lesson sees
+    VGG6 learn and VGG10 stay at 10% (chance). VGG10 with BatchNorm shows the fix. Quick mode:
+    the bundled digits as 32x32 RGB for 2 epochs."""
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig
+
+    quick = ctx.options.quick
+    source, root = ("digits", None) if quick else find_data(ctx, "cifar10")
+    data = DataConfig(
+        source,
+        batch_size=32,
+        val_split=0.1,
+        normalize="scale",
+        root=root,
+        image_size=32 if quick else None,
+        channels=3 if quick else None,
+        download=False,
+    )
+    cfg = TrainConfig(epochs=2 if quick else 3, optimizer="adam")
+    contenders = [
+        Contender("vgg6", "vgg6"),
+        Contender("vgg10", "vgg10"),
+        Contender("vgg10:batchnorm=true", "vgg10", options={"batchnorm": True}),
+    ]
+    results = train_and_compare(ctx, "vgg6-vs-vgg10", contenders, data, cfg)
+    if results is None:
+        return
+    acc = {r.entry.label: (r.stat("test_accuracy") or (float("nan"), 0))[0] for r in results}
+    chance = 1 / 10
+    observations = (
+        ("VGG6 learns (test accuracy well above chance)", acc["vgg6"] > 3 * chance),
+        ("VGG10 without BN stays at chance (< 15%)", acc["vgg10"] < 1.5 * chance),
+        ("VGG10 with BatchNorm learns", acc["vgg10:batchnorm=true"] > 3 * chance),
+    )
+    for text, held in observations:
+        verdict = QUICK if quick else (SEEN if held else NOT_SEEN)
+        ctx.row(text, "yes", "yes" if held else "no", verdict)
+
+
+LESSON = Lesson(
+    "000",
+    "A basic CNN, VGG and a residual net; VGG6 vs VGG10 on CIFAR-10",
+    "000_1d227ed55bb1bb25.txt",
+    [
+        Experiment("Model summaries", summaries),
+        Experiment("VGG6 vs VGG10 (and VGG10 with BatchNorm) on CIFAR-10", vgg_depth),
+    ],
+)

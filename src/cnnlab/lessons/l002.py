@@ -1,0 +1,73 @@
+"""Lesson 002 (LeNet-5, Inception, ResNet and BatchNorm on MNIST; separable convolutions)."""
+
+from __future__ import annotations
+
+from cnnlab.lessons.checks import Contender, check_counts, find_data, train_and_compare
+from cnnlab.lessons.core import Context, Experiment, Lesson
+
+# the lesson's test accuracies (tf.keras, one run each)
+CONTENDERS = (
+    Contender("lenet5", "lenet5", 0.9819),
+    Contender("inception_mini", "inception_mini", 0.9791),
+    Contender("mini_resnet", "mini_resnet", 0.9845),
+    Contender("mini_resnet_bn", "mini_resnet_bn", 0.9691),
+)
+COUNTS = {
+    "lenet5": {"total": 61_706},
+    "inception_mini": {"total": 896_522},
+    "mini_resnet": {"total": 270_218, "trainable": 270_218, "non-trainable": 0},
+    "mini_resnet_bn": {"total": 270_410, "non-trainable": 128},
+}
+
+
+def summaries(ctx: Context) -> None:
+    """Every model's parameter counts as the lesson prints them (28x28x1, 10 classes)."""
+    for name, counts in COUNTS.items():
+        check_counts(ctx, name, name, counts)
+
+
+def separable(ctx: Context) -> None:
+    """Conv2D(8, 3x3, no bias) has 72 weights; Depthwise(3x3) + Pointwise(8) has 9 + 8 = 17."""
+    check_counts(
+        ctx, "Conv2D(8, 3x3)", "conv_demo", {"total": 72, "trainable": 72, "non-trainable": 0}
+    )
+    check_counts(
+        ctx,
+        "depthwise + pointwise",
+        "separable_demo",
+        {"total": 17, "trainable": 17, "non-trainable": 0},
+    )
+
+
+def mnist(ctx: Context) -> None:
+    """The lesson's recipe: SGD lr 0.1 (Keras' SGD: no momentum), batch 256, 5 epochs, pixels
+    / 255, 50k train / 10k validation / 10k test. Quick mode: the bundled digits at 28x28 in
+    batches of 32 for 2 epochs (not comparable with the lesson's figures)."""
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig
+
+    quick = ctx.options.quick
+    source, root = ("digits", None) if quick else find_data(ctx, "mnist")
+    data = DataConfig(
+        source,
+        batch_size=32 if quick else 256,  # 1,300 digits in batches of 256: 5 steps an epoch
+        val_split=1 / 6,
+        normalize="scale",
+        root=root,
+        image_size=28 if quick else None,
+        download=False,
+    )
+    cfg = TrainConfig(epochs=2 if quick else 5, optimizer="sgd", lr=0.1, momentum=0.0)
+    train_and_compare(ctx, "mnist-four-models", CONTENDERS, data, cfg, tol=0.01)
+
+
+LESSON = Lesson(
+    "002",
+    "LeNet-5, Inception, ResNet and BatchNorm on MNIST; separable convolutions",
+    "002_ae620a4a91a1d7f5.txt",
+    [
+        Experiment("Model summaries", summaries),
+        Experiment("Separable convolution parameter count", separable),
+        Experiment("Four architectures on MNIST", mnist),
+    ],
+)

@@ -1,0 +1,157 @@
+"""cnnlab lesson: verdict rules, data lookup, reports, and lessons 002 and 004 in quick mode."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.errors import ConfigError, DataError, WeightsError
+from cnnlab.lessons import lessons, run_lesson
+from cnnlab.lessons.checks import find_data
+from cnnlab.lessons.core import (
+    DIFFERS,
+    MATCH,
+    NEEDS,
+    QUICK,
+    WITHIN,
+    Context,
+    Experiment,
+    Lesson,
+    LessonOptions,
+)
+from cnnlab.lessons.report import failures, to_markdown
+
+
+def context(tmp_path, **kw) -> Context:
+    return Context(LessonOptions(**kw), tmp_path, lambda s: None)
+
+
+def test_every_lesson_is_listed_and_unknown_ids_are_refused():
+    assert list(lessons()) == ["000", "001", "002", "003", "004"]
+    assert all(lesson.experiments for lesson in lessons().values())
+    with pytest.raises(ConfigError, match="lesson '7' is not one of: 000, 001"):
+        run_lesson("7")
+    result = CliRunner().invoke(app, ["lesson", "list"])
+    assert result.exit_code == 0 and "Fashion-MNIST" in result.output
+
+
+def test_verdicts(tmp_path):
+    ctx = context(tmp_path)
+    assert ctx.exact("params", "61,706", "61,706").verdict == MATCH
+    assert ctx.exact("params", "61,706", "61,707").verdict == DIFFERS
+    assert ctx.accuracy("acc", 0.9819, 0.9740, tol=0.01).verdict == WITHIN
+    assert ctx.accuracy("acc", 0.9819, 0.9700, tol=0.01).verdict == DIFFERS
+    assert ctx.accuracy("acc", 0.9819, None, tol=0.01).verdict == DIFFERS
+    assert ctx.needs("acc", "51.82%", "weights").verdict == NEEDS
+    quick = context(tmp_path, quick=True)
+    assert quick.accuracy("acc", 0.9819, 0.31, tol=0.01).verdict == QUICK
+    assert [r.verdict for r in failures(ctx)] == [DIFFERS, DIFFERS, DIFFERS]
+
+
+def test_markdown_report_escapes_cells_and_groups_sections(tmp_path):
+    ctx = context(tmp_path)
+    ctx.section = "Counts"
+    ctx.exact("a | b", 1, 1)
+    ctx.section = "More"
+    ctx.exact("c", 2, 3)
+    lesson = Lesson("009", "test", "x.txt", [])
+    text = to_markdown(lesson, ctx)
+    assert "a \\| b" in text and text.index("## Counts") < text.index("## More")
+    assert "Verdicts: 1 match, 1 differs" in text
+
+
+def test_a_failing_experiment_becomes_an_error_row(tmp_path, monkeypatch):
+    def broken(ctx):
+        raise DataError("folder '/nowhere' does not exist")
+
+    def fine(ctx):
+        ctx.exact("two", 2, 2)
+
+    lesson = Lesson("004", "t", "x.txt", [Experiment("broken", broken), Experiment("fine", fine)])
+    monkeypatch.setattr("cnnlab.lessons.lessons", lambda: {"004": lesson})
+    result = run_lesson("4", LessonOptions(out=str(tmp_path / "l")), print_fn=lambda s: None)
+    assert [(r.figure, r.verdict) for r in result.rows] == [("broken", "error"), ("two", MATCH)]
+    assert "'/nowhere'" in result.rows[0].note and len(result.failures) == 1
+    assert (tmp_path / "l" / "report.md").is_file() and (tmp_path / "l" / "report.html").is_file()
+
+
+def test_find_data_prefers_a_folder_under_data_root(tmp_path):
+    ctx = context(tmp_path, data_root=str(tmp_path))
+    assert find_data(ctx, "mnist") == ("mnist", str(tmp_path))
+    (tmp_path / "mnist-png" / "train" / "0").mkdir(parents=True)
+    assert find_data(ctx, "mnist") == (str(tmp_path / "mnist-png"), None)
+    assert find_data(context(tmp_path), "cifar10") == ("cifar10", None)
+
+
+def _offline_weights(monkeypatch):
+    """Make ImageNet weights unavailable, as on CI (a developer's cache must not change it)."""
+    import cnnlab.transfer.backbone as backbone
+
+    real = backbone.load_backbone
+
+    def load(source, weights=None, *a, **k):
+        if weights == "imagenet":
+            raise WeightsError("no network: cannot fetch vgg16 ImageNet weights")
+        return real(source, weights, *a, **k)
+
+    monkeypatch.setattr(backbone, "load_backbone", load)
+
+
+def _rows(output: str) -> dict[str, str]:
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 5 and cells[0] not in ("figure", "---"):
+            rows[cells[0]] = cells[3]
+    return rows
+
+
+def test_lesson_004_quick(tmp_path, monkeypatch):
+    _offline_weights(monkeypatch)
+    out = tmp_path / "l004"
+    args = ["lesson", "004", "--quick", "--device", "cpu", "--out", str(out), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = _rows((out / "report.md").read_text())
+    counts = {k: v for k, v in rows.items() if re.search(r"params|padding|output of", k)}
+    assert len(counts) >= 12 + 3 + 7 + 4 and set(counts.values()) == {MATCH}
+    assert rows["fmnist_cnn: test accuracy"] == QUICK
+    assert rows["frozen VGG16 on CIFAR-10: test accuracy"] == NEEDS
+    assert "Quick mode" in (out / "report.md").read_text()
+    assert (out / "fmnist_cnn" / "report.html").is_file()
+
+
+def test_lesson_002_quick(tmp_path):
+    out = tmp_path / "l002"
+    result = CliRunner().invoke(
+        app, ["lesson", "002", "--quick", "--device", "cpu", "--out", str(out), "-q"]
+    )
+    rows = _rows((out / "report.md").read_text())
+    counts = {k: v for k, v in rows.items() if "params" in k}
+    assert len(counts) == 13 and set(counts.values()) == {MATCH}, counts
+    accuracy = [k for k in rows if k.endswith("test accuracy")]
+    assert len(accuracy) == 4
+    assert result.exit_code == (1 if failures_in(rows) else 0), result.output
+
+
+def failures_in(rows: dict[str, str]) -> bool:
+    return any(v in (DIFFERS, "error", "not reproduced") for v in rows.values())
+
+
+@pytest.mark.browser
+def test_lesson_report_opens_in_a_browser(tmp_path, monkeypatch):
+    from browser import open_in_browser, require_browser
+
+    require_browser()
+    _offline_weights(monkeypatch)
+    result = run_lesson(
+        "004",
+        LessonOptions(quick=True, device="cpu", out=str(tmp_path / "l")),
+        print_fn=lambda s: None,
+    )
+    page = open_in_browser(result.files["html"], tmp_path / "lesson.png")
+    assert page.problems == [] and page.requests == []
+    assert len(page.images) == 1 and page.images[0][1] > 300
