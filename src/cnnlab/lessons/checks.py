@@ -124,3 +124,33 @@ def _data_name(data) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
+
+
+def lesson_data(
+    ctx: Context,
+    dataset: str,
+    *,
+    batch_size: int,
+    val_split: float,
+    normalize: str = "scale",
+    quick_size: int = 28,
+    quick_channels: int | None = None,
+    quick_batch: int | None = None,
+):
+    """The DataConfig of a lesson's training: its dataset (found offline, never downloaded
+    here), batch, split and preprocessing; in quick mode the bundled digits resized to
+    ``quick_size`` (and ``quick_channels``), batches of ``quick_batch`` if given."""
+    from cnnlab.data import DataConfig
+
+    quick = ctx.options.quick
+    source, root = ("digits", None) if quick else find_data(ctx, dataset)
+    return DataConfig(
+        source,
+        batch_size=(quick_batch or batch_size) if quick else batch_size,
+        val_split=val_split,
+        normalize=normalize,
+        root=root,
+        image_size=quick_size if quick else None,
+        channels=quick_channels if quick else None,
+        download=False,
+    )

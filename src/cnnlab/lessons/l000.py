@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.lessons.checks import Contender, check_counts, find_data, train_and_compare
+from cnnlab.lessons.checks import Contender, check_counts, lesson_data, train_and_compare
 from cnnlab.lessons.core import NOT_SEEN, QUICK, SEEN, Context, Experiment, Lesson
 
 BASIC_SHAPES = {
@@ -27,20 +27,11 @@ def vgg_depth(ctx: Context) -> None:
     """VGG6 vs VGG10 on CIFAR-10, 3 epochs, Adam, batch 32, 10% validation: the lesson sees
     VGG6 learn and VGG10 stay at 10% (chance). VGG10 with BatchNorm shows the fix. Quick mode:
     the bundled digits as 32x32 RGB for 2 epochs."""
-    from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
 
     quick = ctx.options.quick
-    source, root = ("digits", None) if quick else find_data(ctx, "cifar10")
-    data = DataConfig(
-        source,
-        batch_size=32,
-        val_split=0.1,
-        normalize="scale",
-        root=root,
-        image_size=32 if quick else None,
-        channels=3 if quick else None,
-        download=False,
+    data = lesson_data(
+        ctx, "cifar10", batch_size=32, val_split=0.1, quick_size=32, quick_channels=3
     )
     cfg = TrainConfig(epochs=2 if quick else 3, optimizer="adam")
     contenders = [

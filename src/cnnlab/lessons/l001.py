@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.lessons.checks import Contender, check_counts, find_data, train_and_compare
+from cnnlab.lessons.checks import Contender, check_counts, lesson_data, train_and_compare
 from cnnlab.lessons.core import Context, Experiment, Lesson
 
 LENET = {
@@ -69,20 +69,12 @@ def pooling(ctx: Context) -> None:
 def fashion(ctx: Context) -> None:
     """The "typical CNN" (64@7x7, 2x128, 2x256, dense 128/64, dropout 0.5): 1,413,834
     params; Fashion-MNIST standardized, Adam, 10 epochs, 55k/5k split: test 90.59%."""
-    from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
 
     check_counts(ctx, "fashion_cnn", "fashion_cnn", {"total": 1_413_834})
     quick = ctx.options.quick
-    source, root = ("digits", None) if quick else find_data(ctx, "fashion_mnist")
-    data = DataConfig(
-        source,
-        batch_size=32,
-        val_split=1 / 12,
-        normalize="standardize",
-        root=root,
-        image_size=28 if quick else None,
-        download=False,
+    data = lesson_data(
+        ctx, "fashion_mnist", batch_size=32, val_split=1 / 12, normalize="standardize"
     )
     cfg = TrainConfig(epochs=2 if quick else 10, optimizer="adam")
     train_and_compare(

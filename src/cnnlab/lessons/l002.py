@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.lessons.checks import Contender, check_counts, find_data, train_and_compare
+from cnnlab.lessons.checks import Contender, check_counts, lesson_data, train_and_compare
 from cnnlab.lessons.core import Context, Experiment, Lesson
 
 # the lesson's test accuracies (tf.keras, one run each)
@@ -43,20 +43,11 @@ def mnist(ctx: Context) -> None:
     """The lesson's recipe: SGD lr 0.1 (Keras' SGD: no momentum), batch 256, 5 epochs, pixels
     / 255, 50k train / 10k validation / 10k test. Quick mode: the bundled digits at 28x28 in
     batches of 32 for 2 epochs (not comparable with the lesson's figures)."""
-    from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
 
     quick = ctx.options.quick
-    source, root = ("digits", None) if quick else find_data(ctx, "mnist")
-    data = DataConfig(
-        source,
-        batch_size=32 if quick else 256,  # 1,300 digits in batches of 256: 5 steps an epoch
-        val_split=1 / 6,
-        normalize="scale",
-        root=root,
-        image_size=28 if quick else None,
-        download=False,
-    )
+    # 1,300 digits in batches of 256 would be 5 steps an epoch: quick mode uses 32
+    data = lesson_data(ctx, "mnist", batch_size=256, val_split=1 / 6, quick_batch=32)
     cfg = TrainConfig(epochs=2 if quick else 5, optimizer="sgd", lr=0.1, momentum=0.0)
     train_and_compare(ctx, "mnist-four-models", CONTENDERS, data, cfg, tol=0.01)
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from cnnlab.lessons.checks import Contender, check_counts, find_data, how_to_get, train_and_compare
+from cnnlab.lessons.checks import (
+    Contender,
+    check_counts,
+    find_data,
+    how_to_get,
+    lesson_data,
+    train_and_compare,
+)
 from cnnlab.lessons.core import Context, Experiment, Lesson
 
 # the lesson's text: valid n - k + 1, full n + k - 1, same n
@@ -49,20 +56,10 @@ def fmnist_summary(ctx: Context) -> None:
 
 def fmnist_train(ctx: Context) -> None:
     """fmnist_cnn, Adam, batch 128, 10 epochs, 10% validation, pixels / 255: test 90.30%."""
-    from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
 
     quick = ctx.options.quick
-    source, root = ("digits", None) if quick else find_data(ctx, "fashion_mnist")
-    data = DataConfig(
-        source,
-        batch_size=128,
-        val_split=0.1,
-        normalize="scale",
-        root=root,
-        image_size=28 if quick else None,
-        download=False,
-    )
+    data = lesson_data(ctx, "fashion_mnist", batch_size=128, val_split=0.1)
     cfg = TrainConfig(epochs=3 if quick else 10, optimizer="adam")
     train_and_compare(
         ctx, "fmnist_cnn", [Contender("fmnist_cnn", "fmnist_cnn", 0.9030)], data, cfg, tol=0.015
