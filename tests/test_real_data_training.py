@@ -92,17 +92,11 @@ def _train(
 
 
 def _keras_init(model: nn.Module) -> nn.Module:
-    """Keras' default initialization (Glorot uniform weights, zero biases) of convs and denses.
+    """Keras' default initialization (the lessons are Keras notebooks); see
+    :func:`cnnlab.models.init.keras_init`."""
+    from cnnlab.models.init import keras_init
 
-    The lessons are Keras notebooks; with tanh (LeNet-5) the Glorot start trains faster in 5
-    epochs than PyTorch's default Kaiming-uniform(a=sqrt(5)).
-    """
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
+    return keras_init(model)
 
 
 def test_lesson002_lenet5_mnist(mnist, tmp_path, record_property):

@@ -10,6 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -254,3 +255,39 @@ def test_confusion_plot_any_size(tmp_path, classes):
     annotated = len(figure.axes[0].texts)
     assert annotated == (classes * classes if classes <= 20 else 0)
     assert _png(tmp_path, figure, f"m{classes}.png").shape[0] > 300
+
+
+def test_keras_init_and_the_init_option(tmp_path):
+    from cnnlab.models import create_model
+    from cnnlab.models.init import apply_init, keras_init
+    from cnnlab.train import TrainConfig, fit
+
+    model = keras_init(create_model("lenet5"))
+    conv = model.c1.conv
+    fan_in, fan_out = 1 * 5 * 5, 6 * 5 * 5
+    bound = math.sqrt(6 / (fan_in + fan_out))
+    peak = float(conv.weight.detach().abs().max())
+    assert bound / 2 < peak <= bound
+    assert all(
+        float(m.bias.detach().abs().max()) == 0
+        for m in model.modules()
+        if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor)
+    )
+    with pytest.raises(ConfigError, match="init 'he' is not one of: default, keras"):
+        apply_init(model, "he")
+    with pytest.raises(ConfigError, match="init 'he' is not one of"):
+        TrainConfig(init="he").validate()
+    with pytest.raises(ConfigError, match="applies to a model given by name"):
+        fit(
+            create_model("lenet5"),
+            "digits",
+            TrainConfig(init="keras", run_dir=str(tmp_path / "m"), progress="none"),
+        )
+    history = fit(
+        "lenet5",
+        "digits",
+        TrainConfig(
+            init="keras", max_steps=1, run_dir=str(tmp_path / "k"), progress="none", device="cpu"
+        ),
+    )
+    assert yaml.safe_load((history.run_dir / "config.yaml").read_text())["train"]["init"] == "keras"

@@ -17,6 +17,7 @@ from cnnlab.cli_train import (
     DataOpt,
     DeviceFlag,
     EarlyStopOpt,
+    InitOpt,
     LrOpt,
     OptimizerOpt,
     PrecisionOpt,
@@ -46,6 +47,7 @@ def compare_cmd(
         int, _opt("--seeds", help="Runs per model (seeds --seed, --seed+1, ...).")
     ] = 3,
     seed: Annotated[int, _opt("--seed", help="First seed.")] = 0,
+    init: InitOpt = "default",
     batch_size: BatchSizeOpt = 32,
     optimizer: OptimizerOpt = "adam",
     lr: LrOpt = None,
@@ -104,6 +106,7 @@ def compare_cmd(
         warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing,
         early_stop=early_stop,
+        init=init,
         device=device,
         precision=precision,
         progress="none" if quiet else progress,

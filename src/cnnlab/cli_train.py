@@ -57,6 +57,9 @@ AugmentOpt = Annotated[
     str, _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP)
 ]
 SeedOpt = Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")]
+InitOpt = Annotated[
+    str, _opt("--init", help="default (PyTorch's) or keras (Glorot uniform, zero biases).")
+]
 DeviceFlag = Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[
     str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
@@ -146,6 +149,7 @@ def train_cmd(
         list[str], _opt("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     seed: SeedOpt = 0,
+    init: InitOpt = "default",
     device: DeviceFlag = "auto",
     precision: PrecisionOpt = "auto",
     channels_last: Annotated[
@@ -223,6 +227,7 @@ def train_cmd(
             early_stop=early_stop,
             max_steps=max_steps,
             seed=seed,
+            init=init,
             device=device,
             precision=precision,
             channels_last=channels_last,

@@ -33,7 +33,7 @@ def vgg_depth(ctx: Context) -> None:
     data = lesson_data(
         ctx, "cifar10", batch_size=32, val_split=0.1, quick_size=32, quick_channels=3
     )
-    cfg = TrainConfig(epochs=2 if quick else 3, optimizer="adam")
+    cfg = TrainConfig(epochs=2 if quick else 3, optimizer="adam", init="keras")
     contenders = [
         Contender("vgg6", "vgg6"),
         Contender("vgg10", "vgg10"),

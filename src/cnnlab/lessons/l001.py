@@ -76,7 +76,7 @@ def fashion(ctx: Context) -> None:
     data = lesson_data(
         ctx, "fashion_mnist", batch_size=32, val_split=1 / 12, normalize="standardize"
     )
-    cfg = TrainConfig(epochs=2 if quick else 10, optimizer="adam")
+    cfg = TrainConfig(epochs=2 if quick else 10, optimizer="adam", init="keras")
     train_and_compare(
         ctx, "fashion-cnn", [Contender("fashion_cnn", "fashion_cnn", 0.9059)], data, cfg, tol=0.015
     )

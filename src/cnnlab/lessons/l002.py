@@ -48,7 +48,7 @@ def mnist(ctx: Context) -> None:
     quick = ctx.options.quick
     # 1,300 digits in batches of 256 would be 5 steps an epoch: quick mode uses 32
     data = lesson_data(ctx, "mnist", batch_size=256, val_split=1 / 6, quick_batch=32)
-    cfg = TrainConfig(epochs=2 if quick else 5, optimizer="sgd", lr=0.1, momentum=0.0)
+    cfg = TrainConfig(epochs=2 if quick else 5, optimizer="sgd", lr=0.1, momentum=0.0, init="keras")
     train_and_compare(ctx, "mnist-four-models", CONTENDERS, data, cfg, tol=0.01)
 
 

@@ -59,7 +59,7 @@ def shards(ctx: Context) -> None:
     data = DataConfig(
         str(pack), batch_size=32, in_memory="off", augment="none" if quick else "flowers"
     )
-    cfg = TrainConfig(epochs=2 if quick else 35, optimizer="adam")
+    cfg = TrainConfig(epochs=2 if quick else 35, optimizer="adam", init="keras")
     train_and_compare(
         ctx, "flowers-from-shards", [Contender(label, model, target, options)], data, cfg, tol=0.05
     )

@@ -60,7 +60,7 @@ def fmnist_train(ctx: Context) -> None:
 
     quick = ctx.options.quick
     data = lesson_data(ctx, "fashion_mnist", batch_size=128, val_split=0.1)
-    cfg = TrainConfig(epochs=3 if quick else 10, optimizer="adam")
+    cfg = TrainConfig(epochs=3 if quick else 10, optimizer="adam", init="keras")
     train_and_compare(
         ctx, "fmnist_cnn", [Contender("fmnist_cnn", "fmnist_cnn", 0.9030)], data, cfg, tol=0.015
     )

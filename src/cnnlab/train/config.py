@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cnnlab.errors import ConfigError, choices_text
+from cnnlab.models.init import INITS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "rampup-exp")
@@ -55,6 +56,8 @@ class TrainConfig:
         channels_last: NHWC memory format; None: on for CUDA and for bf16 on the CPU.
         compile: wrap the model in ``torch.compile``.
         seed: seed of weights init, dropout and (through DataConfig) the data order.
+        init: "default" (PyTorch's per-layer init) or "keras" (Glorot-uniform weights, zero
+            biases, as the lessons' tf.keras models start); for models given by name or spec.
         deterministic: ask PyTorch for deterministic kernels (slower on CUDA).
         progress: "auto" (bar on a terminal, plain lines otherwise), "bar", "lines", "none".
         run_dir: the run folder; None: ``runs/<model>-<data>-<timestamp>``.
@@ -87,6 +90,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     seed: int = 0
+    init: str = "default"
     deterministic: bool = False
     progress: str = "auto"
     run_dir: str | None = None
@@ -111,6 +115,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("progress", self.progress, PROGRESS_MODES)
         _choice("monitor", self.monitor, MONITORS)
+        _choice("init", self.init, INITS)
         base = self.device.split(":", 1)[0]
         if base not in DEVICES or (":" in self.device and base != "cuda"):
             raise ConfigError(

@@ -17,7 +17,8 @@ from torch import nn
 
 from cnnlab.data import DataConfig
 from cnnlab.data.pipeline import Loaders
-from cnnlab.errors import TrainingError
+from cnnlab.errors import ConfigError, TrainingError
+from cnnlab.models.init import apply_init
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback, TensorBoardLogger
 from cnnlab.train.config import TrainConfig
@@ -85,7 +86,7 @@ def fit(
     channels_last = bool(cfg.channels_last)
     data_cfg, loaders = make_loaders(data, cfg, env, channels_last)
     torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
-    model = model_for_data(model, loaders, model_options)
+    model = _initialized(model_for_data(model, loaders, model_options), model, cfg.init)
     check_fits(model, loaders)
     step = make_step(model, cfg, env, len(loaders.train))
     run = open_run(model, loaders, cfg, env)
@@ -120,6 +121,18 @@ def resolve_hardware(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     check_precision(precision, device)
     channels_last = wants_channels_last(cfg.channels_last, device, precision)
     return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
+
+
+def _initialized(built: nn.Module, given: nn.Module | str | Path, init: str) -> nn.Module:
+    """``built`` with the config's init; a module passed in keeps its own weights."""
+    if init == "default":
+        return built
+    if isinstance(given, nn.Module):
+        raise ConfigError(
+            f"init {init!r} applies to a model given by name or spec; initialize a module "
+            "yourself (cnnlab.models.init.keras_init)"
+        )
+    return apply_init(built, init)
 
 
 def _epochs(s: Session, hooks: list[Callback], flag: StopFlag) -> None:
