@@ -50,6 +50,8 @@ def filters(ctx: Context) -> None:
 
 def pooling(ctx: Context) -> None:
     """Max pooling 2x2 halves the size; its output barely moves when the image shifts."""
+    import torch
+
     from cnnlab.viz.convolve import plot_pooling, pool, sample_images, translation_invariance
     from cnnlab.viz.samples import save_figure
 
@@ -62,8 +64,12 @@ def pooling(ctx: Context) -> None:
         "35x60",
         f"{pooled.shape[-2]}x{pooled.shape[-1]}",
     )
-    same = translation_invariance(crop, 2, None)
-    ctx.row("pooled cells unchanged by a 1-pixel shift", "most", f"{same[1]:.0%}", "see picture")
+    # the lesson's images A, B, C: B and C are A shifted right by 1 and 2 pixels; max pooling
+    # gives B the same output as A, and C "75% invariance"
+    image = torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 0]).expand(1, 2, 8)
+    same = translation_invariance(image, 2, None, shifts=(1, 2))
+    ctx.exact("max-pooled outputs of B (A shifted 1 px) equal to A's", "100%", f"{same[1]:.0%}")
+    ctx.exact("max-pooled outputs of C (A shifted 2 px) equal to A's", "75%", f"{same[2]:.0%}")
 
 
 def fashion(ctx: Context) -> None:
