@@ -64,6 +64,21 @@ DeviceFlag = Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mp
 PrecisionOpt = Annotated[
     str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
 ]
+GradClipOpt = Annotated[float | None, _opt("--grad-clip", help="Max gradient norm.")]
+NormalizeOpt = Annotated[
+    str, _opt("--normalize", help="none, scale or standardize.", panel=DATA_HELP)
+]
+InMemoryOpt = Annotated[
+    str, _opt("--in-memory", help="auto, on or off (stream from shards).", panel=DATA_HELP)
+]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    _opt(
+        "--channels-last/--no-channels-last",
+        help="NHWC memory format (default: on CUDA, and for bf16 on CPU).",
+    ),
+]
+CompileOpt = Annotated[bool, _opt("--compile", help="torch.compile the model.")]
 QuietOpt = Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)]
 ProgressOpt = Annotated[str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)]
 
@@ -124,21 +139,17 @@ def train_cmd(
     ] = "constant",
     warmup_epochs: WarmupOpt = 0.0,
     label_smoothing: SmoothingOpt = 0.0,
-    grad_clip: Annotated[float | None, _opt("--grad-clip", help="Max gradient norm.")] = None,
+    grad_clip: GradClipOpt = None,
     early_stop: EarlyStopOpt = None,
     max_steps: Annotated[
         int | None, _opt("--max-steps", help="Stop after N optimizer steps in total.")
     ] = None,
     val_split: ValSplitOpt = 0.1,
     augment: AugmentOpt = "none",
-    normalize: Annotated[
-        str, _opt("--normalize", help="none, scale or standardize.", panel=DATA_HELP)
-    ] = "scale",
+    normalize: NormalizeOpt = "scale",
     image_size: SizeOpt = None,
     channels: ChannelsOpt = None,
-    in_memory: Annotated[
-        str, _opt("--in-memory", help="auto, on or off (stream from shards).", panel=DATA_HELP)
-    ] = "auto",
+    in_memory: InMemoryOpt = "auto",
     workers: Annotated[
         int | None, _opt("--workers", help="Decode processes.", panel=DATA_HELP)
     ] = None,
@@ -152,14 +163,8 @@ def train_cmd(
     init: InitOpt = "default",
     device: DeviceFlag = "auto",
     precision: PrecisionOpt = "auto",
-    channels_last: Annotated[
-        bool | None,
-        _opt(
-            "--channels-last/--no-channels-last",
-            help="NHWC memory format (default: on CUDA, and for bf16 on CPU).",
-        ),
-    ] = None,
-    compile: Annotated[bool, _opt("--compile", help="torch.compile the model.")] = False,
+    channels_last: ChannelsLastOpt = None,
+    compile: CompileOpt = False,
     run_dir: Annotated[
         Path | None,
         _opt("--run-dir", help="Run folder (default runs/<model>-<data>-<time>).", panel=RUN_HELP),
