@@ -142,16 +142,24 @@ def failures_in(rows: dict[str, str]) -> bool:
 
 
 @pytest.mark.browser
-def test_lesson_report_opens_in_a_browser(tmp_path, monkeypatch):
+def test_lesson_report_opens_in_a_browser(tmp_path):
+    """A lesson report with every kind of part (rows, a picture, a link) opens clean."""
+    from matplotlib.figure import Figure
+
     from browser import open_in_browser, require_browser
+    from cnnlab.lessons import report
+    from cnnlab.viz.samples import save_figure
 
     require_browser()
-    _offline_weights(monkeypatch)
-    result = run_lesson(
-        "004",
-        LessonOptions(quick=True, device="cpu", out=str(tmp_path / "l")),
-        print_fn=lambda s: None,
-    )
-    page = open_in_browser(result.files["html"], tmp_path / "lesson.png")
+    ctx = context(tmp_path, quick=True)
+    ctx.section = "Counts"
+    ctx.exact("lenet5: total params", "61,706", "61,706")
+    ctx.needs("frozen VGG16: test accuracy", "51.82%", "ImageNet weights: no network")
+    figure = Figure(figsize=(6, 3))
+    figure.subplots().plot([1, 2, 3], [0.5, 0.8, 0.9])
+    ctx.picture("curves", save_figure(figure, tmp_path / "curves.png"))
+    ctx.links.append(("a comparison", tmp_path / "cmp" / "report.html"))
+    files = report.write(Lesson("004", "test", "x.txt", []), ctx)
+    page = open_in_browser(files["html"], tmp_path / "lesson.png")
     assert page.problems == [] and page.requests == []
-    assert len(page.images) == 1 and page.images[0][1] > 300
+    assert len(page.images) == 1 and page.images[0][1] == 600
