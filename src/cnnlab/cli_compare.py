@@ -33,6 +33,7 @@ from cnnlab.cli_train import (
     WarmupOpt,
     WeightDecayOpt,
     _opt,
+    configs_from_flags,
     exit_code,
     parse_model_options,
 )
@@ -93,38 +94,11 @@ def compare_cmd(
 ) -> None:
     """Train every model with the same data, epochs and seeds; table, curves and scatters."""
     from cnnlab.compare import compare, load_results, write_results
-    from cnnlab.data import DataConfig
-    from cnnlab.train import TrainConfig
 
-    data_cfg = DataConfig(
-        source=data,
-        batch_size=batch_size,
-        image_size=image_size,
-        channels=channels,
-        val_split=val_split,
-        augment=augment,
-        normalize=normalize,
-        in_memory=in_memory,
-        root=str(root) if root else None,
-        progress=not quiet,
-    )
-    cfg = TrainConfig(
-        epochs=epochs,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        grad_clip=grad_clip,
-        early_stop=early_stop,
-        init=init,
-        device=device,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
-        progress="none" if quiet else progress,
+    data_cfg, cfg = configs_from_flags(
+        locals(),
+        data={"source": data, "progress": not quiet},
+        train={"progress": "none" if quiet else progress},
     )
     say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
     with shown_warnings():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -120,6 +121,21 @@ def launch_torchrun(nproc: int) -> None:
     raise typer.Exit(subprocess.call(cmd))
 
 
+def configs_from_flags(flags: dict[str, Any], data: dict[str, Any], train: dict[str, Any]):
+    """A command's DataConfig and TrainConfig: each takes the flags named like its fields
+    (paths as text), then the command's own ``data``/``train`` values, which win."""
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig
+
+    def build(cls, fixed: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in flags.items() if k in names}
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+        return cls(**{**values, **fixed})
+
+    return build(DataConfig, data), build(TrainConfig, train)
+
+
 def exit_code(stopped: str) -> int:
     """Exit status of a run: 0 finished, 130 interrupted (as a shell reports Ctrl-C)."""
     return 130 if stopped == "interrupted" else 0
@@ -187,8 +203,7 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a model; by default lenet5 on the bundled digits."""
-    from cnnlab.data import DataConfig
-    from cnnlab.train import TrainConfig, fit
+    from cnnlab.train import fit
     from cnnlab.train.fit import resume_run
 
     if nproc_per_node is not None and "LOCAL_RANK" not in os.environ:
@@ -203,43 +218,10 @@ def train_cmd(
                 run_dir, epochs=given, device=device, progress=shown, max_steps=max_steps
             )
             raise typer.Exit(exit_code(history.stopped))
-        data_cfg = DataConfig(
-            source=data,
-            batch_size=batch_size,
-            image_size=image_size,
-            channels=channels,
-            val_split=val_split,
-            seed=seed,
-            normalize=normalize,
-            augment=augment,
-            in_memory=in_memory,
-            workers=workers,
-            strict=strict,
-            root=str(root) if root else None,
-            download=not no_download,
-            progress=not quiet,
-        )
-        cfg = TrainConfig(
-            epochs=epochs,
-            optimizer=optimizer,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing,
-            grad_clip=grad_clip,
-            early_stop=early_stop,
-            max_steps=max_steps,
-            seed=seed,
-            init=init,
-            device=device,
-            precision=precision,
-            channels_last=channels_last,
-            compile=compile,
-            run_dir=str(run_dir) if run_dir else None,
-            tensorboard=tensorboard,
-            progress=shown,
+        data_cfg, cfg = configs_from_flags(
+            locals(),
+            data={"source": data, "download": not no_download, "progress": not quiet},
+            train={"progress": shown},
         )
         options = parse_model_options(model_opt)
         if lr_find:
