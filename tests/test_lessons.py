@@ -163,3 +163,24 @@ def test_lesson_report_opens_in_a_browser(tmp_path):
     page = open_in_browser(files["html"], tmp_path / "lesson.png")
     assert page.problems == [] and page.requests == []
     assert len(page.images) == 1 and page.images[0][1] == 600
+
+
+@pytest.mark.parametrize("lesson_id", ["000", "001", "003"])
+def test_count_experiments_of_the_other_lessons_match(tmp_path, lesson_id):
+    """The lessons CI does not train: their summary/count experiments (no data needed)."""
+    lesson = lessons()[lesson_id]
+    ctx = context(tmp_path, quick=True)
+    for experiment in lesson.experiments:
+        if "summar" in experiment.title.lower() or "LeNet-5, AlexNet" in experiment.title:
+            ctx.section = experiment.title
+            experiment.run(ctx)
+    assert len(ctx.rows) >= 8 and {r.verdict for r in ctx.rows} == {MATCH}
+
+
+def test_per_layer_parameter_check_catches_a_difference(tmp_path):
+    from cnnlab.lessons.checks import check_layer_params
+
+    ctx = context(tmp_path)
+    check_layer_params(ctx, "lenet5", "lenet5", [156, 2416, 48120, 10164, 850])
+    check_layer_params(ctx, "lenet5", "lenet5", [156, 2416, 48120, 10164, 851])
+    assert [r.verdict for r in ctx.rows] == [MATCH, DIFFERS]

@@ -154,3 +154,21 @@ def lesson_data(
         channels=quick_channels if quick else None,
         download=False,
     )
+
+
+def check_layer_params(
+    ctx: Context, name: str, model: Any, lesson: Sequence[int], depth: int = 1
+) -> None:
+    """One row comparing the parameter counts of every layer that has parameters, in order,
+    with the ``Param #`` column the lesson printed (zero rows left out)."""
+    from cnnlab.summary import summary
+
+    rows = summary(model, depth=depth).rows
+    if depth > 1:  # only the leaves: a block's row would repeat its layers' parameters
+        rows = [r for r in rows if r.type in ("Conv2d", "Linear", "Dense")]
+    got = [r.params for r in rows if r.params]
+    ctx.exact(
+        f"{name}: the {len(lesson)} per-layer parameter counts, in order",
+        " ".join(f"{n:,}" for n in lesson),
+        " ".join(f"{n:,}" for n in got),
+    )

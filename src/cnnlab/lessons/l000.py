@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from cnnlab.lessons.checks import Contender, check_counts, lesson_data, train_and_compare
+from cnnlab.lessons.checks import (
+    Contender,
+    check_counts,
+    check_layer_params,
+    lesson_data,
+    train_and_compare,
+)
 from cnnlab.lessons.core import NOT_SEEN, QUICK, SEEN, Context, Experiment, Lesson
+
+# the lesson's "Param #" columns, layers with parameters only
+VGG16_PARAMS = (1792, 36928, 73856, 147584, 295168, 590080, 590080, 1180160)
+VGG16_PARAMS += (2359808,) * 5 + (102764544, 16781312, 4097000)
+RESIDUAL_PARAMS = (9472,) + (36928,) * 6 + (73856,) + (147584,) * 7 + (295168,)
+RESIDUAL_PARAMS += (590080,) * 11 + (1180160,) + (2359808,) * 5 + (513000,)
 
 BASIC_SHAPES = {
     "conv1": "(None, 15, 15, 16)",
@@ -18,9 +30,11 @@ def summaries(ctx: Context) -> None:
     """The basic CNN (every printed shape), VGG16, VGG6/VGG10 and the residual net."""
     check_counts(ctx, "basic_cnn", "basic_cnn", {"total": 5_418}, shapes=BASIC_SHAPES)
     check_counts(ctx, "vgg16", "vgg16", {"total": 138_357_544})
+    check_layer_params(ctx, "vgg16", "vgg16", VGG16_PARAMS)
     check_counts(ctx, "vgg6", "vgg6", {"total": 33_859_658})
     check_counts(ctx, "vgg10", "vgg10", {"total": 35_339_082})
     check_counts(ctx, "residual_cnn_lab", "residual_cnn_lab", {"total": 21_616_232})
+    check_layer_params(ctx, "residual_cnn_lab", "residual_cnn_lab", RESIDUAL_PARAMS, depth=3)
 
 
 def vgg_depth(ctx: Context) -> None:
