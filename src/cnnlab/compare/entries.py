@@ -10,8 +10,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import ConfigError
-
-SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+from cnnlab.summary import SPEC_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def sample_predictions(path: Path, count: int, device: str) -> str:
 
     from cnnlab.errors import CnnlabError
     from cnnlab.train.evaluation import load_split_images
-    from cnnlab.train.loading import load_run
+    from cnnlab.train.loading import load_run, predict
     from cnnlab.viz.samples import sample_grid
 
     try:
@@ -120,22 +120,12 @@ def sample_predictions(path: Path, count: int, device: str) -> str:
         else:
             return h.note("no test or validation split to show")
         shown = images.subset(torch.arange(min(count, len(images))))
-        predicted = _predict(run, shown.images)
-        names = [run.classes[i] for i in predicted]
+        names = [p.label for p in predict(run, list(shown.images), top_k=1)]
         figure = sample_grid(shown, count=len(shown), cols=8, predictions=names)
         figure.suptitle(f"{split} split: first {len(shown)} images, prediction under the label")
         return h.image(h.png_bytes(figure), "sample predictions")
     except CnnlabError as err:
         return h.note(f"sample predictions left out: {err}")
-
-
-def _predict(run, pixels) -> list[int]:
-    import torch
-
-    device = next(run.model.parameters()).device
-    with torch.no_grad():
-        out = run.model(run.normalizer(pixels).to(device))
-    return out.argmax(dim=1).tolist()
 
 
 def history_table(file: Path) -> str:

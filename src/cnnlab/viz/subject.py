@@ -11,8 +11,7 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
-
-SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+from cnnlab.summary import SPEC_SUFFIXES, resolve_model
 
 
 @dataclass
@@ -59,20 +58,11 @@ def load_subject(source: str | Path, weights: str = "best") -> Subject:
     if path.suffix.lower() in SPEC_SUFFIXES:
         if not path.is_file():
             raise RunError(f"spec file '{text}' does not exist")
-        from cnnlab.spec import build_from_spec
-
-        model = build_from_spec(path)
     elif "/" in text or "\\" in text:
         raise RunError(f"'{text}' is not a run folder, a spec file or a registered model name")
-    else:
-        from cnnlab.models import create_model
-
-        model = create_model(text)
-    meta = model.cnnlab_meta
+    model, shape, name = resolve_model(text, device="cpu")
     model.eval()
-    return Subject(
-        model, tuple(meta["input_shape"]), Normalizer("scale"), None, meta["name"], False
-    )
+    return Subject(model, tuple(shape), Normalizer("scale"), None, name, False)
 
 
 def load_input(subject: Subject, image_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
