@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.lessons.core import Context, Lesson, LessonOptions, Row
+from cnnlab.lessons.core import ERROR, Context, Lesson, LessonOptions, Row
 
 
 def lessons() -> dict[str, Lesson]:
@@ -60,6 +60,6 @@ def run_lesson(
         try:
             experiment.run(ctx)
         except CnnlabError as err:
-            ctx.row(experiment.title, "-", "-", "error", str(err))
+            ctx.row(experiment.title, "-", "-", ERROR, str(err))
     files = report.write(lesson, ctx)
     return LessonResult(lesson, ctx.rows, out, files, report.failures(ctx))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnnlab.lessons.core import Context
+from cnnlab.lessons.core import RECORDED, Context
 
 # where a dataset may sit under --data-root: a class-per-folder tree (with train/ and test/, or
 # the classes directly as flower_photos has them)
@@ -84,7 +84,7 @@ def train_and_compare(
     """Train every contender with the lesson's recipe (``cnnlab compare`` into
     ``<out>/<name>``), write its table, plots and HTML report, and add one accuracy row per
     model. Returns the compare results, or None when the data is missing (a "needs" row)."""
-    from cnnlab.compare import Entry, compare, load_results, write_results
+    from cnnlab.compare import Entry, compare, load_results
     from cnnlab.errors import DataError
     from cnnlab.report import write_report
 
@@ -103,15 +103,15 @@ def train_and_compare(
                 f"{err}; {how_to_get(_data_name(data))}",
             )
         return None
-    results = load_results(folder)
-    write_results(folder, results)
+    # the report writes the comparison's table and plots as it reads them
     ctx.links.append((f"{name}: comparison report", write_report(folder)))
+    results = load_results(folder)
     ctx.picture(f"{name}: learning curves", folder / "curves.png")
     for c, result in zip(contenders, results, strict=True):
         stat = result.stat("test_accuracy")
         value = None if stat is None else stat[0]
         if c.lesson_accuracy is None:
-            ctx.row(f"{c.label}: test accuracy", "-", _pct(value), "recorded")
+            ctx.row(f"{c.label}: test accuracy", "-", _pct(value), RECORDED)
         else:
             ctx.accuracy(f"{c.label}: test accuracy", c.lesson_accuracy, value, tol)
     return results

@@ -15,10 +15,11 @@ WITHIN = "within tolerance"
 DIFFERS = "differs"
 QUICK = "quick run (not comparable)"
 NEEDS = "needs data/weights"
-SHOWN = "see picture"
 SEEN = "reproduced"  # a qualitative observation of the lesson holds
 NOT_SEEN = "not reproduced"
-FAILING = (DIFFERS, NOT_SEEN)
+RECORDED = "recorded"  # a figure cnnlab computes that the lesson does not print
+ERROR = "error"  # an experiment that raised a cnnlab error
+FAILING = (DIFFERS, NOT_SEEN, ERROR)
 
 
 @dataclass

@@ -80,7 +80,7 @@ def write(lesson: Lesson, ctx: Context) -> dict[str, Path]:
 def failures(ctx: Context) -> list:
     """Rows whose verdict is a failure (a figure that differs, an observation not reproduced,
     an experiment that raised)."""
-    return [r for r in ctx.rows if r.verdict in FAILING or r.verdict == "error"]
+    return [r for r in ctx.rows if r.verdict in FAILING]
 
 
 def _tally(ctx: Context) -> str:
