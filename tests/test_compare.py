@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cnnlab import create_model, summary
 from cnnlab.cli import app
 from cnnlab.compare import Entry, compare, load_results, parse_entries, parse_entry, write_results
-from cnnlab.errors import ConfigError, RunError, TrainingError, UnknownModelError
+from cnnlab.errors import ConfigError, RunError, ShapeError, TrainingError, UnknownModelError
 from cnnlab.train import TrainConfig
 from train_helpers import StopAt, digits
 
@@ -134,6 +134,15 @@ def test_rerun_continues_and_a_different_plan_is_refused(finished, monkeypatch):
         compare(["lenet5", "basic_cnn"], digits(), quick(), seeds=[0, 1, 2], out_dir=root)
     with pytest.raises(RunError, match="its train differ"):
         compare(["lenet5", "basic_cnn"], digits(), quick(epochs=2), seeds=[0, 1], out_dir=root)
+
+
+def test_a_plan_that_never_started_a_run_can_be_corrected(tmp_path):
+    root = tmp_path / "c"
+    with pytest.raises(ShapeError, match="4x4x1"):
+        compare(["lenet5"], digits(image_size="4x4"), quick(), seeds=[0], out_dir=root)
+    assert (root / "compare.yaml").is_file() and not list(root.glob("runs/*/config.yaml"))
+    out = compare(["lenet5"], digits(), quick(), seeds=[0], out_dir=root, print_fn=str)
+    assert load_results(out.path)[0].runs[0].status == "completed"
 
 
 def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):

@@ -176,7 +176,8 @@ def _open_folder(out_dir: str | Path | None, data_cfg: DataConfig, plan: dict) -
         name = Path(str(data_cfg.source)).name or "data"
         out_dir = Path("comparisons") / f"{name}-{stamp}"
     root = Path(out_dir)
-    if (root / PLAN).is_file():
+    started = any((root / "runs").glob(f"*/{CONFIG}"))
+    if (root / PLAN).is_file() and started:  # a plan nothing ran for may be replaced
         old = read_plan(root)
         for key in ("models", "seeds", "data", "train"):
             if _plain(old.get(key)) != _plain(plan[key]):
