@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnlab.cli_common import cells, console
+from cnnlab.cli.common import cells, console
 
 
 def lesson_cmd(

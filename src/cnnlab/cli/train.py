@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from cnnlab.cli_common import console, fail
-from cnnlab.cli_data import ChannelsOpt, NoDownloadOpt, RootOpt, SizeOpt, StrictOpt, shown_warnings
+from cnnlab.cli.common import console, fail
+from cnnlab.cli.data import ChannelsOpt, NoDownloadOpt, RootOpt, SizeOpt, StrictOpt, shown_warnings
 
 TRAIN_HELP = "Training options"
 DATA_HELP = "Data options"

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnlab.cli_common import cells, console
-from cnnlab.cli_data import ChannelsOpt, RootOpt, SizeOpt, shown_warnings
-from cnnlab.cli_train import (
+from cnnlab.cli.common import cells, console
+from cnnlab.cli.data import ChannelsOpt, RootOpt, SizeOpt, shown_warnings
+from cnnlab.cli.train import (
     RUN_HELP,
     AugmentOpt,
     BatchSizeOpt,

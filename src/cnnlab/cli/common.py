@@ -30,21 +30,42 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `CnnlabError` raised by a command into one red line and exit status 2.
+    """Turn any error a command raises into one red line on stderr and a non-zero exit.
 
-    Set ``CNNLAB_DEBUG=1`` to see the traceback instead.
+    A `CnnlabError` (bad input: the message names the file, field and value) and an `OSError`
+    (a missing, unreadable or full file system) exit with status 2; anything else is a bug in
+    cnnlab and exits with status 1. Set ``CNNLAB_DEBUG=1`` to see the traceback instead.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except CnnlabError as err:
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
             if os.environ.get("CNNLAB_DEBUG"):
                 raise
-            fail(str(err))
+            fail(*_one_line(err))
 
     return wrapper
+
+
+def _one_line(err: Exception) -> tuple[str, int]:
+    """The message and exit status for ``err`` (see `user_errors`)."""
+    if isinstance(err, CnnlabError):
+        return str(err), 2
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}", 2
+    if isinstance(err, (RecursionError, MemoryError)):
+        return f"{type(err).__name__}: the input is too deep or too large ({err})", 2
+    text = str(err).splitlines()[0][:300] if str(err) else ""
+    return (
+        f"internal error {type(err).__name__}: {text} "
+        "(a bug in cnnlab; set CNNLAB_DEBUG=1 for the traceback)",
+        1,
+    )
 
 
 def cells(*values: str) -> list[str]:

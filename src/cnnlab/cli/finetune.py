@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from cnnlab.cli_common import console, fail
-from cnnlab.cli_data import RootOpt, SizeOpt, shown_warnings
-from cnnlab.cli_train import (
+from cnnlab.cli.common import console, fail
+from cnnlab.cli.data import RootOpt, SizeOpt, shown_warnings
+from cnnlab.cli.train import (
     RUN_HELP,
     AugmentOpt,
     BatchSizeOpt,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnlab.cli_common import cells, console, err_console, user_errors
+from cnnlab.cli.common import cells, console, err_console, user_errors
 
 data_app = typer.Typer(
     help="Datasets: list, show samples, statistics, pack into shards.", no_args_is_help=True

@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command line: argument parsing and printing only; the work is in the library."""
+"""`cnnlab models`, `summary` and `explain`: the zoo, Keras-style summaries, window arithmetic."""
 
 from __future__ import annotations
 
@@ -7,55 +7,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnlab import __version__
-from cnnlab.cli_common import cells, console, fail, user_errors
-from cnnlab.cli_compare import compare_cmd, report_cmd
-from cnnlab.cli_data import data_app
-from cnnlab.cli_finetune import finetune_cmd
-from cnnlab.cli_lesson import lesson_cmd
-from cnnlab.cli_train import eval_cmd, predict_cmd, train_cmd
-from cnnlab.cli_visualize import visualize_app
-
-app = typer.Typer(
-    name="cnnlab",
-    help="Design, train, compare, inspect and fine-tune CNNs for image classification.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-app.add_typer(data_app, name="data")
-app.add_typer(visualize_app, name="visualize")
-app.command("train")(user_errors(train_cmd))
-app.command("eval")(user_errors(eval_cmd))
-app.command("predict")(user_errors(predict_cmd))
-app.command("finetune")(user_errors(finetune_cmd))
-app.command("compare")(user_errors(compare_cmd))
-app.command("report")(user_errors(report_cmd))
-app.command("lesson")(user_errors(lesson_cmd))
+from cnnlab.cli.common import cells, console, fail
 
 ShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", "-i", help="Input as HxWxC, e.g. 32x32x3.")
 ]
 
 
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"cnnlab {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
-    ] = False,
-) -> None:
-    """cnnlab: every classic CNN from the lessons, reproduced exactly, in PyTorch."""
-
-
-@app.command("models")
-@user_errors
 def models_cmd(
     filter: Annotated[
         str | None, typer.Option("--filter", "-f", help="Substring or glob, e.g. vgg or res*.")
@@ -117,8 +75,6 @@ def _print_explain(rows) -> None:
     console.print(table)
 
 
-@app.command("summary")
-@user_errors
 def summary_cmd(
     model: Annotated[str, typer.Argument(help="Registry name or spec file (.yaml/.json).")],
     input_shape: ShapeOpt = None,
@@ -143,8 +99,6 @@ def summary_cmd(
     _print_summary(s, explain_fn(module) if explain else None)
 
 
-@app.command("explain")
-@user_errors
 def explain_cmd(
     model: Annotated[
         str | None, typer.Argument(help="Registry name or spec file; omit with --size.")
@@ -168,12 +122,3 @@ def explain_cmd(
         console.print(table)
         return
     _print_explain(explain(model, input_shape))
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

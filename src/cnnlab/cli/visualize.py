@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cnnlab.cli_common import console, err_console, user_errors
+from cnnlab.cli.common import console, err_console, user_errors
 
 visualize_app = typer.Typer(
     help="Pictures of what convolution and pooling do (lesson 001) and of what a model sees.",
