@@ -1,37 +1,48 @@
-"""Downloads verified by checksum, and archive extraction that cannot escape its directory.
+"""Downloads verified by size and checksum (through pooch), and tar extraction that stays inside.
 
-The registered remote datasets (:mod:`cnnlab.data.remote`: MNIST for lesson 002, Fashion-MNIST for
-lesson 001, CIFAR-10 for lesson 000, the flower photos of lesson 003) all come through
-:func:`fetch`: it downloads a :class:`RemoteFile` from its mirrors (``http://``, ``https://`` or
-``file://`` URLs) into a temporary file, checks the size and the checksum, and only then renames it
-into place, so a wrong or truncated download is never used and never left where it would be
-mistaken for a good one. :func:`safe_extract` unpacks a tar archive after checking every member.
+The registered remote datasets (:mod:`cnnlab.data.remote`) all come through :func:`fetch`: pooch
+streams a :class:`RemoteFile` from each mirror in turn (``http://``, ``https://`` or ``file://``)
+into a temporary file beside the target, checks the checksum and only then renames it into place,
+so a wrong or truncated download is never used nor left where it would be trusted. Here the
+stream is also cut off as soon as it passes the expected size (a hostile mirror may never stop),
+and SIGTERM, like Ctrl-C, removes the temporary file before the process ends.
+:func:`safe_extract` unpacks a tar archive with ``tarfile``'s ``data`` filter after refusing links,
+special files, absolute paths and ``..``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
 import json
 import os
+import posixpath
+import re
 import shutil
+import signal
 import tarfile
 import tempfile
-import urllib.error
+import threading
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from cnnlab.atomic import atomic_path, write_text_atomic
+import pooch
+import requests
+
+from cnnlab.atomic import write_text_atomic
 from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
 from cnnlab.progress import progress_bar
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
 TIMEOUT_S = 60.0  # per socket operation, not for the whole download
-USER_AGENT = "cnnlab (python urllib)"
+UNSIZED_LIMIT = 8 << 30  # a file without a known size still stops somewhere (8 GiB)
+HEADERS = {"User-Agent": "cnnlab (pooch)", "Accept-Encoding": "identity"}  # bytes as published
 VERIFIED_SUFFIX = ".verified"
 EXTRACTED_MARKER = ".cnnlab-extracted.json"
+_ALLOW = "download=True; on the command line, without --no-download"
+pooch.get_logger().setLevel("WARNING")  # pooch announces every download on stderr otherwise
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class RemoteFile:
         urls: mirrors, tried in order until one gives a file that verifies.
         sha256: expected SHA-256 (hex); preferred over ``md5`` when both are given.
         md5: expected MD5 (hex), for sources that only publish MD5 (torchvision's lists).
-        size: expected size in bytes, if known (catches truncation before hashing).
+        size: expected size in bytes, if known (a longer stream is cut off there).
     """
 
     filename: str
@@ -67,21 +78,8 @@ class RemoteFile:
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of the file at ``path`` (read in chunks, so any size fits in memory).
-
-    Args:
-        path: the file to hash.
-        algorithm: a :mod:`hashlib` name such as ``"sha256"`` or ``"md5"``.
-    """
-    # usedforsecurity=False: MD5 is an integrity check here, and FIPS builds refuse it otherwise.
-    digest = hashlib.new(algorithm, usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-_ALLOW = "download=True; on the command line, without --no-download"
+    """Hex digest (``"sha256"``, ``"md5"``...) of the file at ``path``, read in chunks."""
+    return pooch.file_hash(str(path), alg=algorithm)
 
 
 def fetch(
@@ -101,12 +99,9 @@ def fetch(
         download: allow downloading a missing or corrupt file.
         progress: show a Rich progress bar while downloading.
 
-    Returns:
-        The path of the verified file.
-
     Raises:
         ChecksumError: the file (local, or downloaded from every mirror) has the wrong size or
-            digest, or the download was cut short.
+            digest, or the download was cut short or went on past the expected size.
         DataError: the file is missing and ``download`` is False, or no mirror could be reached.
     """
     directory = Path(directory)
@@ -128,7 +123,8 @@ def fetch(
         )
     _marker(target).unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
-    return _download_from_mirrors(file, target, progress)
+    with _cleanup_on_sigterm():
+        return _download_from_mirrors(file, target, progress)
 
 
 def _marker(target: Path) -> Path:
@@ -142,12 +138,8 @@ def _remove_quietly(path: Path) -> None:
 
 def _stamp(target: Path, algorithm: str, digest: str) -> dict:
     stat = target.stat()
-    return {
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "algorithm": algorithm,
-        "digest": digest,
-    }
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "algorithm": algorithm,
+            "digest": digest}  # fmt: skip
 
 
 def _check_existing(file: RemoteFile, target: Path) -> str | None:
@@ -155,11 +147,9 @@ def _check_existing(file: RemoteFile, target: Path) -> str | None:
     algorithm, expected = file.digest
     marker = _marker(target)
     stamp = _stamp(target, algorithm, expected)
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no marker or an unreadable one: hash
         if json.loads(marker.read_text()) == stamp:
-            return None  # verified before and unchanged since: skip hashing (MNIST: 10 MB)
-    except (OSError, ValueError):
-        pass  # no marker or an unreadable one: hash the file
+            return None  # verified before and unchanged since: skip hashing (CIFAR-10: 170 MB)
     if file.size is not None and stamp["size"] != file.size:
         return f"size is {stamp['size']} bytes, expected {file.size}"
     actual = file_digest(target, algorithm)
@@ -169,20 +159,52 @@ def _check_existing(file: RemoteFile, target: Path) -> str | None:
     return None
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised so that ``finally`` blocks (pooch's temporary file) run before exiting."""
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm():
+    """While inside, SIGTERM unwinds like Ctrl-C, then kills the process as it would have.
+
+    Only where SIGTERM has its default action (which skips all cleanup) and in the main thread;
+    a handler someone installed (training's stop flag) is left alone.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the temporary files are gone: die of it now
+        raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal was blocked
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _download_from_mirrors(file: RemoteFile, target: Path, progress: bool) -> Path:
     """Try each mirror of ``file`` in turn; the first that verifies is renamed to ``target``."""
     failures: list[tuple[str, Exception]] = []
+    algorithm, expected = file.digest
     for url in file.urls:
+        sink = _Sink(file, url, target)
         try:
-            _download_one(file, url, target, progress)
-        except ChecksumError as error:
-            failures.append((url, error))
+            with progress_bar(f"downloading {file.filename}", file.size, progress, "bytes") as bar:
+                sink.advance = bar
+                pooch.retrieve(url, f"{algorithm}:{expected}", target.name, target.parent,
+                               downloader=sink.download)  # fmt: skip
+        except (OSError, ValueError) as error:  # requests' errors are OSErrors, pooch's ValueError
+            failures.append((url, sink.explain(error)))
             continue
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            # URLError and HTTPError are OSErrors; ValueError: a malformed URL
-            failures.append((url, error))
-            continue
-        algorithm, expected = file.digest
         write_text_atomic(_marker(target), json.dumps(_stamp(target, algorithm, expected)))
         return target
     if len(failures) == 1 and isinstance(failures[0][1], DataError):
@@ -196,66 +218,86 @@ def _download_from_mirrors(file: RemoteFile, target: Path, progress: bool) -> Pa
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return f"{error.reason}"
-    return str(error) or type(error).__name__
+    response = getattr(error, "response", None)
+    if isinstance(error, requests.HTTPError) and response is not None:
+        return f"HTTP {response.status_code} {response.reason}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
-def _download_one(file: RemoteFile, url: str, target: Path, progress: bool) -> None:
-    """Stream ``url`` to a temporary file beside ``target``; rename it there if it verifies."""
-    algorithm, expected = file.digest
-    digest = hashlib.new(algorithm, usedforsecurity=False)
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    retry = (
-        f"the bad download was discarded; run again to retry, or download {url} yourself "
-        f"and save it as {target}"
-    )
-    with atomic_path(target) as tmp:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            received = _stream(response, tmp, digest, total, file.filename, progress)
-        if total is not None and received != total:
-            raise ChecksumError(
-                f"{file.filename}: download from {url} is truncated: got {received} bytes, "
-                f"expected {total} (Content-Length); {retry}"
-            )
-        if file.size is not None and received != file.size:
-            raise ChecksumError(
-                f"{file.filename}: download from {url} has {received} bytes, expected "
-                f"{file.size}; {retry}"
-            )
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise ChecksumError(
-                f"{file.filename}: download from {url} has {algorithm} {actual}, expected "
-                f"{expected}; {retry}"
-            )
+class _Sink:
+    """Where pooch's downloader writes one mirror's stream: counts it and cuts it off.
 
-
-def _stream(response, tmp: Path, digest, total: int | None, label: str, progress: bool) -> int:
-    """Copy ``response`` to ``tmp`` in chunks, hashing as it goes; returns the byte count.
-
-    A connection closed before Content-Length bytes ends the copy early; the caller compares
-    the count with the expected size and reports the truncation.
+    pooch's HTTPDownloader takes it as the output file and as the progress bar (which is given
+    the Content-Length as ``total``), so a stream is stopped at the expected size, and a
+    connection closed early is reported with both byte counts.
     """
-    received = 0
-    bar = progress_bar(f"downloading {label}", total, progress, unit="bytes")
-    with open(tmp, "wb") as out, bar as advance:
-        while True:
-            try:
-                chunk = response.read(CHUNK)
-                done = not chunk
-            except http.client.IncompleteRead as error:
-                chunk, done = error.partial, True
-            out.write(chunk)
-            digest.update(chunk)
-            received += len(chunk)
-            advance(len(chunk))
-            if done:
-                return received
+
+    def __init__(self, file: RemoteFile, url: str, target: Path):
+        self.file, self.url, self.target = file, url, target
+        self.limit = file.size if file.size is not None else UNSIZED_LIMIT
+        self.received, self.total, self.out = 0, 0, None
+        self.advance = lambda n: None
+
+    def fail(self, what: str) -> ChecksumError:
+        return ChecksumError(
+            f"{self.file.filename}: download from {self.url} {what}; the bad download was "
+            f"discarded; run again to retry, or download {self.url} yourself and save it as "
+            f"{self.target}"
+        )
+
+    def download(self, url: str, output_file: str, _pooch) -> None:
+        """pooch's downloader protocol: write ``url`` to the path ``output_file``."""
+        with open(output_file, "wb") as self.out:
+            scheme = urllib.parse.urlparse(url).scheme
+            if scheme == "file":
+                self._copy_local(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+            elif scheme in ("http", "https"):
+                # A connection closed early then ends the stream instead of raising, so
+                # that the size check below can report both counts.
+                hooks = {"response": lambda r, *a, **k: setattr(r.raw, "enforce_content_length", 0)}
+                http = pooch.HTTPDownloader(progressbar=self, chunk_size=CHUNK, timeout=TIMEOUT_S,
+                                            headers=HEADERS, hooks=hooks)  # fmt: skip
+                with contextlib.suppress(requests.exceptions.ChunkedEncodingError):
+                    http(url, self, None)  # a connection closed early: the counts tell
+            else:
+                raise ValueError(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+        if self.total and self.received != self.total:
+            raise self.fail(
+                f"is truncated: got {self.received} bytes, expected {self.total} (Content-Length)"
+            )
+        if self.file.size is not None and self.received != self.file.size:
+            raise self.fail(f"has {self.received} bytes, expected {self.file.size}")
+
+    def _copy_local(self, path: str) -> None:
+        # O_NONBLOCK: a FIFO planted in a mirror folder reads as empty instead of hanging.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as source:
+            while chunk := source.read(CHUNK):
+                self.write(chunk)
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``, or refuse a stream longer than the expected size."""
+        self.received += len(chunk)
+        if self.received > self.limit or self.total > self.limit:
+            got = f"{self.total} announced" if self.total > self.limit else "more, stopped"
+            raise self.fail(f"is larger than the expected {self.limit} bytes ({got})")
+        self.out.write(chunk)
+        self.advance(len(chunk))
+
+    def flush(self) -> None:  # pooch flushes after every chunk; the file is closed at the end
+        pass
+
+    def update(self, n: int | None = None) -> None:  # progress-bar protocol (see write)
+        pass
+
+    reset = close = update
+
+    def explain(self, error: Exception) -> Exception:
+        """``error`` as the one-line failure of this mirror (pooch's hash mismatch reworded)."""
+        found = re.search(r"hash of downloaded file .* but got (\w+)", str(error))
+        if found is None:
+            return error
+        algorithm, expected = self.file.digest
+        return self.fail(f"has {algorithm} {found[1]}, expected {expected}")
 
 
 def _archive_stamp(archive: Path) -> dict:
@@ -266,21 +308,12 @@ def _archive_stamp(archive: Path) -> dict:
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a tar archive (plain, gzip, bzip2 or xz) into ``dest``, refusing unsafe members.
 
-    Every member is checked before it is written: absolute paths, paths that leave ``dest``
-    through ``..``, symbolic and hard links, devices and FIFOs are refused. Members are
-    written by this function (never by ``tarfile.extract``), so the check does not depend on
-    the ``filter="data"`` argument that some Python 3.10 releases lack. Extraction goes into a
-    temporary folder beside ``dest`` that is renamed to ``dest`` only when complete, so a
-    refusal or a crash leaves no half-extracted tree. A marker records which archive (name,
-    size, modification time) was extracted, so a completed extraction is not redone, and a
-    changed archive is extracted again. Serves the flower photos of lesson 003.
-
-    Args:
-        archive: the tar file.
-        dest: the folder that will hold the archive's contents.
-
-    Returns:
-        ``dest``.
+    Absolute paths, paths that leave ``dest`` through ``..``, symbolic and hard links, devices
+    and FIFOs are refused by a check of each member before it is written; ``tarfile``'s ``data``
+    filter (Python >= 3.10.12) then guards the writing too. Extraction goes into a temporary
+    folder beside ``dest``, renamed to ``dest`` only when complete, so a refusal, a crash or
+    SIGTERM leaves no half-extracted tree. A marker records which archive (name, size,
+    modification time) was extracted, so it is not redone until the archive changes.
 
     Raises:
         UnsafeArchiveError: a member is unsafe (the message names the archive and the member).
@@ -288,62 +321,54 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     stamp = _archive_stamp(archive)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if json.loads((dest / EXTRACTED_MARKER).read_text()) == stamp:
             return dest
-    except (OSError, ValueError):
-        pass
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        _extract_members(archive, tmp)
-        (tmp / EXTRACTED_MARKER).write_text(json.dumps(stamp))
-        if dest.exists():
-            # A stale or partial tree of ours: move it aside first, since rename cannot
-            # replace a non-empty folder.
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, dest)
+        with _cleanup_on_sigterm():
+            _extract_members(archive, tmp)
+            (tmp / EXTRACTED_MARKER).write_text(json.dumps(stamp))
+            if dest.exists():  # a stale tree of ours: rename cannot replace a non-empty folder
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
+                )
+                os.replace(dest, old / dest.name)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
 
 
+_FILTER_ERRORS = getattr(tarfile, "FilterError", ())  # () before Python 3.10.12: no filters
+
+
 def _extract_members(archive: Path, into: Path) -> None:
     """Check and write each member of ``archive`` under ``into``, streaming in archive order."""
     try:
-        # Iterating (not getmembers + extractfile) reads a .tgz once, front to back.
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                relative = _safe_member_path(archive, member)
-                if relative is None:
-                    continue
-                path = into.joinpath(*relative.parts)
-                if member.isdir():
-                    path.mkdir(parents=True, exist_ok=True)
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                if source is None:  # cannot happen for a regular file; be explicit anyway
-                    raise UnsafeArchiveError(f"{archive}: cannot read member {member.name!r}")
-                with source, open(path, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
+            checked = (m for m in tar if _check_member(archive, m))
+            if _FILTER_ERRORS:
+                tar.extractall(into, members=checked, filter="data")
+            else:  # the member check is the only guard there
+                tar.extractall(into, members=checked)
+    except _FILTER_ERRORS as error:
+        name = getattr(error.tarinfo, "name", "?")
+        raise UnsafeArchiveError(
+            f"{archive}: refusing to extract member {name!r}: {error}"
+        ) from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        if isinstance(error, UnsafeArchiveError):
-            raise
         raise DataError(
             f"{archive}: cannot extract ({error}); the archive may be truncated or corrupt — "
             f"delete it and download it again"
         ) from None
 
 
-def _safe_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath | None:
-    """The member's path relative to the extraction folder, or UnsafeArchiveError.
-
-    None for the archive's own root entry (``.``), which needs no writing.
-    """
+def _check_member(archive: Path, member: tarfile.TarInfo) -> bool:
+    """True for a regular file or folder that stays inside; UnsafeArchiveError otherwise."""
     name = member.name
     where = f"{archive}: refusing to extract member {name!r}"
     if member.issym() or member.islnk():
@@ -352,15 +377,9 @@ def _safe_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath |
         raise UnsafeArchiveError(f"{where}: it is a device, FIFO or other special file")
     if "\\" in name or "\0" in name:
         raise UnsafeArchiveError(f"{where}: its name holds a backslash or NUL")
-    path = PurePosixPath(name)
-    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
+    if name.startswith("/"):
         raise UnsafeArchiveError(f"{where}: it is an absolute path")
-    parts: list[str] = []
-    for part in path.parts:
-        if part == "..":
-            if not parts:
-                raise UnsafeArchiveError(f"{where}: it leads outside the target folder")
-            parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return PurePosixPath(*parts) if parts else None
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../"):
+        raise UnsafeArchiveError(f"{where}: it leads outside the target folder")
+    return True
