@@ -141,3 +141,28 @@ def test_report_opens_in_a_real_browser(kind, run_dir, compare_dir, tmp_path):
     assert len(page.images) == 3 and all(w > 300 and h > 200 for _, w, h in page.images)
     with Image.open(page.screenshot) as shot:
         assert shot.format == "PNG" and shot.size[0] >= 800 and shot.size[1] > 1000
+
+
+def test_per_class_table_is_sklearns_classification_report():
+    """The per-class table of eval's report.txt is scikit-learn's own, column for column."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import classification_report as sk_report
+
+    from cnnlab.train.report import classification_report, confusion_matrix
+
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 4, (300,), generator=gen)
+    predictions = torch.where(torch.rand(300, generator=gen) < 0.6, targets, 1)
+    names = ["cat", "dog", "a_long_class_name", "eel"]
+    report = classification_report(confusion_matrix(targets, predictions, 4), names)
+    expected = sk_report(
+        targets.numpy(), predictions.numpy(), labels=np.arange(4), target_names=names,
+        digits=4, zero_division=0,
+    )  # fmt: skip
+    assert report.to_text() == expected.rstrip("\n")
+    assert report.weighted_f1 == pytest.approx(
+        sk_report(targets, predictions, output_dict=True, zero_division=0)["weighted avg"][
+            "f1-score"
+        ]
+    )

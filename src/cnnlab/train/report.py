@@ -1,11 +1,14 @@
-"""Classification figures from predictions: confusion matrix, per-class precision/recall/F1
-(as scikit-learn's ``classification_report``, zero_division=0), most-confused pairs."""
+"""Classification figures from predictions: the confusion matrix and per-class
+precision/recall/F1 from scikit-learn's ``sklearn.metrics`` (zero_division=0), plus the
+most-confused pairs and the matrix as text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from sklearn import metrics as skm
 
 from cnnlab.errors import DataError
 
@@ -14,7 +17,8 @@ def confusion_matrix(targets, predictions, num_classes: int) -> torch.Tensor:
     """(C, C) int64 counts, rows the true class, columns the predicted one.
 
     Raises:
-        DataError: a label outside ``[0, num_classes)``, naming it.
+        DataError: a label outside ``[0, num_classes)``, naming it (scikit-learn would drop it
+            silently).
     """
     t = torch.as_tensor(targets, dtype=torch.int64).flatten().cpu()
     p = torch.as_tensor(predictions, dtype=torch.int64).flatten().cpu()
@@ -26,12 +30,16 @@ def confusion_matrix(targets, predictions, num_classes: int) -> torch.Tensor:
             raise DataError(
                 f"{name} label {int(bad[0])} is outside [0, {num_classes}) ({num_classes} classes)"
             )
-    counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
-    return counts.view(num_classes, num_classes)
+    matrix = skm.confusion_matrix(t.numpy(), p.numpy(), labels=np.arange(num_classes))
+    return torch.from_numpy(matrix).to(torch.int64)
 
 
-def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+def _labels(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The (true, predicted) label arrays a confusion matrix counts, for sklearn.metrics."""
+    m = np.asarray(torch.as_tensor(matrix, dtype=torch.int64).cpu())
+    true, predicted = np.indices(m.shape)
+    counts = m.ravel()
+    return np.repeat(true.ravel(), counts), np.repeat(predicted.ravel(), counts)
 
 
 @dataclass
@@ -46,6 +54,7 @@ class ClassReport:
     accuracy: float
     macro_f1: float
     weighted_f1: float
+    matrix: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """JSON-able: per-class lists keyed by metric, plus the overall figures."""
@@ -61,50 +70,50 @@ class ClassReport:
         }
 
     def to_text(self, digits: int = 4) -> str:
-        """An aligned table like scikit-learn's ``classification_report``."""
-        width = max([len(c) for c in self.classes] + [len("weighted avg")])
-        head = f"{'':>{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  {'support':>9}"
-        rows = [head, ""]
-        for i, name in enumerate(self.classes):
-            rows.append(
-                f"{name:>{width}}  {self.precision[i]:>9.{digits}f}  {self.recall[i]:>9.{digits}f}"
-                f"  {self.f1[i]:>9.{digits}f}  {self.support[i]:>9}"
-            )
-        total = sum(self.support)
-        macro = [sum(v) / len(v) for v in (self.precision, self.recall)]
-        weighted = [
-            sum(x * s for x, s in zip(v, self.support, strict=True)) / total if total else 0.0
-            for v in (self.precision, self.recall)
-        ]
-        rows += [
-            "",
-            f"{'accuracy':>{width}}  {'':>9}  {'':>9}  {self.accuracy:>9.{digits}f}  {total:>9}",
-            f"{'macro avg':>{width}}  {macro[0]:>9.{digits}f}  {macro[1]:>9.{digits}f}  "
-            f"{self.macro_f1:>9.{digits}f}  {total:>9}",
-            f"{'weighted avg':>{width}}  {weighted[0]:>9.{digits}f}  {weighted[1]:>9.{digits}f}  "
-            f"{self.weighted_f1:>9.{digits}f}  {total:>9}",
-        ]
-        return "\n".join(rows)
+        """scikit-learn's ``classification_report`` table (needs the report's matrix)."""
+        if self.matrix is None:
+            raise ValueError("to_text needs a ClassReport made by classification_report")
+        true, predicted = _labels(self.matrix)
+        if not len(true):
+            return "(no images: no per-class figures)"  # sklearn refuses empty input
+        return skm.classification_report(
+            true,
+            predicted,
+            labels=np.arange(len(self.classes)),
+            target_names=list(self.classes),
+            digits=digits,
+            zero_division=0,
+        ).rstrip("\n")
 
 
 def classification_report(matrix: torch.Tensor, classes: list[str]) -> ClassReport:
-    """Per-class figures of a confusion matrix (0 where undefined, as zero_division=0)."""
-    m = torch.as_tensor(matrix, dtype=torch.float64)
+    """Per-class figures of a confusion matrix, by ``sklearn.metrics`` (0 where undefined).
+
+    Raises:
+        DataError: a matrix whose shape does not fit ``classes``.
+    """
+    m = torch.as_tensor(matrix, dtype=torch.int64).cpu()
     if m.shape != (len(classes), len(classes)):
         raise DataError(f"a {tuple(m.shape)} matrix does not fit {len(classes)} classes")
-    hits, support, predicted = m.diag(), m.sum(1), m.sum(0)
-    precision, recall = _ratio(hits, predicted), _ratio(hits, support)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    total = float(support.sum())
+    true, predicted = _labels(m)
+    if not len(true):  # sklearn refuses empty input; every figure is 0, as zero_division=0
+        zeros = [0.0] * len(classes)
+        return ClassReport(list(classes), zeros, zeros, zeros, [0] * len(classes), 0.0, 0.0, 0.0, m)
+    labels = np.arange(len(classes))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        true, predicted, labels=labels, zero_division=0
+    )
+    weighted = skm.f1_score(true, predicted, labels=labels, average="weighted", zero_division=0)
     return ClassReport(
         classes=list(classes),
         precision=precision.tolist(),
         recall=recall.tolist(),
         f1=f1.tolist(),
-        support=[int(s) for s in support.tolist()],
-        accuracy=float(hits.sum()) / total if total else 0.0,
-        macro_f1=float(f1.mean()),
-        weighted_f1=float((f1 * support).sum()) / total if total else 0.0,
+        support=[int(s) for s in support],
+        accuracy=float(skm.accuracy_score(true, predicted)),
+        macro_f1=float(np.mean(f1)) if len(f1) else 0.0,
+        weighted_f1=float(weighted),
+        matrix=m,
     )
 
 
