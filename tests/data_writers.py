@@ -16,6 +16,7 @@ import io
 import struct
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -245,20 +246,40 @@ def remote_for(path: Path, *urls: str, size: bool = True, md5: bool = False) -> 
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves files; ``/truncated/<path>`` sends half of the file after the full Content-Length."""
+    """Serves files, and the misbehaving mirrors of the download tests.
+
+    ``/truncated/<path>`` sends half of the file after the full Content-Length; ``/endless/<x>``
+    streams zeros without a Content-Length until the client hangs up; ``/huge/<x>`` announces
+    26 GB of zeros; ``/slow/<x>`` sends 4 KiB of zeros every 20 ms (of a 100 MB Content-Length).
+    """
 
     def do_GET(self) -> None:
-        if not self.path.startswith("/truncated/"):
+        kind = self.path.split("/")[1]
+        if kind == "truncated":
+            data = Path(self.translate_path(self.path[len("/truncated") :])).read_bytes()
+            self._send(len(data), [data[: len(data) // 2]])
+        elif kind in ("endless", "huge", "slow"):
+            length = {"endless": None, "huge": 26 * 10**9, "slow": 10**8}[kind]
+            block = bytes(4096 if kind == "slow" else 1 << 16)
+            # Bounded all the same (1 GiB), so that a client that never stops cannot hang a test.
+            self._send(length, (block for _ in range((1 << 30) // len(block))), kind == "slow")
+        else:
             super().do_GET()
-            return
-        path = Path(self.translate_path(self.path[len("/truncated") :]))
-        data = path.read_bytes()
+
+    def _send(self, length: int | None, blocks, slow: bool = False) -> None:
         self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.wfile.flush()
         self.close_connection = True
+        try:
+            for block in blocks:
+                self.wfile.write(block)
+                self.wfile.flush()
+                if slow:
+                    time.sleep(0.02)
+        except OSError:  # the client hung up: what the tests expect of it
+            pass
 
     def log_message(self, format, *args) -> None:  # keep test output clean
         pass

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 import warnings
 
 import numpy as np
@@ -397,3 +401,92 @@ def test_flowers_download_extract_and_decode(server, tmp_path, monkeypatch):
         LoadOptions(root=tmp_path / "home", image_size=(24, 24), workers=0)
     )
     assert small.train.images.shape[1:] == (3, 24, 24)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile mirrors: endless streams, signals and exceptions mid-download
+
+
+@pytest.mark.parametrize("kind", ["endless", "huge"])
+def test_endless_http_stream_stopped_at_expected_size(server, tmp_path, kind):
+    _, url = server
+    file = RemoteFile("data.bin", (f"{url}/{kind}/data.bin",), sha256="ab" * 32, size=100_000)
+    with pytest.raises(ChecksumError) as info:
+        fetch(file, tmp_path / "dl")
+    message = str(info.value)
+    assert f"{url}/{kind}/data.bin" in message and "expected 100000 bytes" in message
+    assert "announces 26000000000" in message if kind == "huge" else "stopped after" in message
+    assert "\n" not in message
+    assert _leftovers(tmp_path / "dl") == []
+
+
+def test_endless_file_mirror_stopped_at_expected_size(tmp_path):
+    # A mirror folder whose file links to /dev/zero (the issue's 26 GB download).
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "data.bin").symlink_to("/dev/zero")
+    file = RemoteFile("data.bin", ((mirror / "data.bin").as_uri(),), sha256="ab" * 32, size=5000)
+    with pytest.raises(ChecksumError, match=r"data\.bin.*sends more than the expected 5000 bytes"):
+        fetch(file, tmp_path / "dl")
+    assert _leftovers(tmp_path / "dl") == []
+
+
+def test_fifo_in_mirror_folder_does_not_hang(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.mkfifo(mirror / "data.bin")
+    file = RemoteFile("data.bin", ((mirror / "data.bin").as_uri(),), sha256="ab" * 32, size=5000)
+    with pytest.raises(ChecksumError, match="has 0 bytes, expected 5000"):
+        fetch(file, tmp_path / "dl")
+    assert _leftovers(tmp_path / "dl") == []
+
+
+def test_exception_mid_download_leaves_no_temporary_file(server, tmp_path, monkeypatch):
+    _, url = server
+    file = RemoteFile("data.bin", (f"{url}/slow/data.bin",), sha256="ab" * 32, size=10**8)
+    real = download._Sink.write
+
+    def write_then_fail(self, chunk):
+        real(self, chunk)
+        raise RuntimeError("disk controller on fire")
+
+    monkeypatch.setattr(download._Sink, "write", write_then_fail)
+    with pytest.raises(RuntimeError, match="on fire"):
+        fetch(file, tmp_path / "dl")
+    assert _leftovers(tmp_path / "dl") == []
+
+
+_FETCH_SLOWLY = """
+import sys
+from cnnlab.data.download import RemoteFile, fetch
+file = RemoteFile("data.bin", (sys.argv[1],), sha256="ab" * 32, size=10**8)
+fetch(file, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_mid_download_removes_temporary_file(server, tmp_path, signum):
+    _, url = server
+    dl = tmp_path / "dl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FETCH_SLOWLY, f"{url}/slow/data.bin", str(dl)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60  # the import of torch may be slow on a busy machine
+        while not any(p.stat().st_size for p in _files(dl)) and time.monotonic() < deadline:
+            assert child.poll() is None, "the download ended before it was interrupted"
+            time.sleep(0.05)
+        assert _files(dl), "no temporary file appeared within 60 s"
+        child.send_signal(signum)
+        assert child.wait(timeout=30) == -signum  # it still dies of the signal, as before
+    finally:
+        child.kill()
+        child.wait()
+    assert _leftovers(dl) == []
+
+
+def _files(directory):
+    return [p for p in directory.iterdir() if p.is_file()] if directory.exists() else []

@@ -277,9 +277,12 @@ class _Sink:
     def write(self, chunk: bytes) -> None:
         """Append ``chunk``, or refuse a stream longer than the expected size."""
         self.received += len(chunk)
-        if self.received > self.limit or self.total > self.limit:
-            got = f"{self.total} announced" if self.total > self.limit else "more, stopped"
-            raise self.fail(f"is larger than the expected {self.limit} bytes ({got})")
+        if self.total > self.limit:
+            raise self.fail(f"announces {self.total} bytes, expected {self.limit} bytes")
+        if self.received > self.limit:
+            raise self.fail(
+                f"sends more than the expected {self.limit} bytes (stopped after {self.received})"
+            )
         self.out.write(chunk)
         self.advance(len(chunk))
 
