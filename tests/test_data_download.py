@@ -6,6 +6,7 @@ through ``file://`` URLs and an HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import signal
@@ -24,7 +25,7 @@ from cnnlab.data import remote
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.download import RemoteFile, fetch, file_digest, safe_extract
 from cnnlab.data.registry import dataset_info
-from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
+from cnnlab.errors import ChecksumError, CnnlabError, DataError, UnsafeArchiveError
 from data_writers import (
     FLOWER_CLASSES,
     MNIST_NAMES,
@@ -490,3 +491,102 @@ def test_signal_mid_download_removes_temporary_file(server, tmp_path, signum):
 
 def _files(directory):
     return [p for p in directory.iterdir() if p.is_file()] if directory.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzz: damaged downloads and hostile archives end in one clean line naming the file
+
+
+def _damage(data: bytes, rng) -> bytes:
+    """``data`` truncated, bit-flipped, extended, emptied or overwritten with junk (seeded).
+
+    Gzip's CRC catches most damage to a compressed file, so half the time the damage is done
+    inside the compressed stream (the IDX header, the tar headers, the pickles) and recompressed.
+    """
+    if data[:2] == b"\x1f\x8b" and rng.random() < 0.5:
+        return gzip.compress(_damage(gzip.decompress(data), rng))
+    kind = rng.integers(6)
+    at = int(rng.integers(len(data)))
+    if kind == 0:
+        return data[:at]
+    if kind in (1, 2):  # a few bit flips, some in the first bytes (headers, magic)
+        raw = bytearray(data)
+        for _ in range(int(rng.integers(1, 5))):
+            spot = int(rng.integers(min(64, len(raw)) if kind == 1 else len(raw)))
+            raw[spot] ^= 1 << int(rng.integers(8))
+        return bytes(raw)
+    if kind == 3:
+        return data + rng.bytes(int(rng.integers(1, 5000)))
+    if kind == 4:
+        return data[:at] + rng.bytes(int(rng.integers(0, 200))) + data[at + 100 :]
+    return b""
+
+
+def _hostile_member(rng) -> tarfile.TarInfo:
+    """One unsafe tar member of a random kind and name."""
+    name = rng.choice(["../x", "a/../../x", "/abs/x", "a/b/../../../x", "a/link", "a/dev"])
+    kind = rng.choice([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
+                       tarfile.BLKTYPE, tarfile.FIFOTYPE])  # fmt: skip
+    if kind == tarfile.REGTYPE and name in ("a/link", "a/dev"):
+        name = "../" + name
+    return _info(str(name), kind, str(rng.choice(["/etc/passwd", "../../x", "a/ok.txt"])))
+
+
+def _fuzz_sources(tmp_path):
+    """The dataset files to damage: (dataset, role, path of the good file)."""
+    mnist = write_mnist(tmp_path / "good" / "mnist", mnist_arrays(n_train=20, n_test=10))
+    cifar = write_cifar10(tmp_path / "good" / "cifar-10-python.tar.gz", cifar_batches(2, 2))
+    return [("mnist", role, path) for role, path in mnist.items()] + [("cifar10", "archive", cifar)]
+
+
+def _fuzz_case(tmp_path, monkeypatch, sources, rng, case):
+    """One damaged download (or hostile archive), loaded; returns the error or None."""
+    home = tmp_path / f"home{case}"
+    if rng.random() < 0.25:  # a hostile member among good ones
+        archive = _tar_with(tmp_path / f"a{case}.tgz", _hostile_member(rng))
+        try:
+            safe_extract(archive, home / "dest")
+        except CnnlabError as error:
+            return error, archive.name
+        raise AssertionError(f"case {case}: a hostile archive was extracted")
+    dataset, role, good = sources[int(rng.integers(len(sources)))]
+    for other, other_role, path in sources:  # the other files of the dataset stay good
+        if other == dataset:
+            monkeypatch.setitem(remote.REMOTE_FILES[dataset], other_role,
+                                remote_for(path, path.as_uri()))  # fmt: skip
+    bad = tmp_path / f"bad{case}" / good.name
+    bad.parent.mkdir()
+    bad.write_bytes(_damage(good.read_bytes(), rng))
+    # Half the time the mirror's checksum matches the damaged file, so the parser meets it.
+    file = remote_for(bad if rng.random() < 0.5 else good, bad.as_uri())
+    monkeypatch.setitem(remote.REMOTE_FILES[dataset], role, file)
+    try:
+        dataset_info(dataset).loader(LoadOptions(root=home, cache=False))
+    except CnnlabError as error:
+        return error, good.name
+    return None, good.name
+
+
+def _fuzz(tmp_path, monkeypatch, cases, seed):
+    rng = np.random.default_rng(seed)
+    sources = _fuzz_sources(tmp_path)
+    failed = 0
+    for case in range(cases):
+        with monkeypatch.context() as patch:
+            error, name = _fuzz_case(tmp_path, patch, sources, rng, case)
+        if error is not None:
+            failed += 1
+            message = str(error)
+            assert name in message and "\n" not in message, f"case {case}: {message}"
+        leftovers = [p for p in (tmp_path / f"home{case}").rglob("*") if ".tmp" in p.name]
+        assert leftovers == [], f"case {case}: {leftovers}"
+    assert failed > cases // 2  # most damage is caught (some, e.g. appended junk, is harmless)
+
+
+def test_fuzz_damaged_downloads_and_hostile_archives(tmp_path, monkeypatch):
+    _fuzz(tmp_path, monkeypatch, cases=80, seed=0)
+
+
+@pytest.mark.slow
+def test_fuzz_damaged_downloads_and_hostile_archives_many(tmp_path, monkeypatch):
+    _fuzz(tmp_path, monkeypatch, cases=600, seed=1)

@@ -112,31 +112,11 @@ REMOTE_FILES: dict[str, dict[str, RemoteFile]] = {
 }
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 # For the registry's metadata; the loader takes the names from the archive's batches.meta.
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # fmt: skip
 FLOWERS_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 FLOWERS_SIZE = (192, 192)  # lesson 003 trains on 192x192x3
 
@@ -175,10 +155,15 @@ def _idx_imageset(images_path: Path, labels_path: Path, classes: tuple, name: st
             f"{images_path}: expected uint8 images of shape (N, H, W), "
             f"got {images.dtype} {images.shape}"
         )
-    if labels.ndim != 1 or len(labels) != len(images):
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f"{labels_path}: expected {len(images)} labels (one per image in "
-            f"{images_path.name}), got shape {labels.shape}"
+            f"{labels_path}: expected {len(images)} integer labels (one per image in "
+            f"{images_path.name}), got {labels.dtype} of shape {labels.shape}"
+        )
+    if labels.size and not 0 <= labels.min() <= labels.max() < len(classes):
+        raise DataError(
+            f"{labels_path}: labels must lie in [0, {len(classes)}), got "
+            f"[{labels.min()}, {labels.max()}]"
         )
     pixels = torch.from_numpy(np.ascontiguousarray(images[:, None]))  # (N, H, W) -> (N, 1, H, W)
     return ImageSet(pixels, torch.from_numpy(labels.astype(np.int64)), list(classes), name)
@@ -263,44 +248,17 @@ def load_flowers(opts: LoadOptions) -> DatasetSplits:
     return load_folder_splits(root, opts, name="flowers")
 
 
-register_dataset(
-    DatasetInfo(
-        "mnist",
-        "MNIST handwritten digits (lesson 002): 60,000 train + 10,000 test, 28x28 gray",
-        (1, 28, 28),
-        MNIST_CLASSES,
-        MNIST_MIRRORS[0],
-        load_mnist,
-    )
-)
-register_dataset(
-    DatasetInfo(
-        "fashion_mnist",
-        "Fashion-MNIST clothing (lesson 001): 60,000 train + 10,000 test, 28x28 gray",
-        (1, 28, 28),
-        FASHION_CLASSES,
-        FASHION_MIRRORS[0],
-        load_fashion_mnist,
-    )
-)
-register_dataset(
-    DatasetInfo(
-        "cifar10",
-        "CIFAR-10 objects (lesson 000): 50,000 train + 10,000 test, 32x32 RGB",
-        (3, 32, 32),
-        CIFAR10_CLASSES,
-        CIFAR10_URL,
-        load_cifar10,
-    )
-)
-register_dataset(
-    DatasetInfo(
-        "flowers",
-        "Flower photos, 5 classes (lesson 003): 3,670 JPEGs, resized to 192x192 RGB",
-        (3, *FLOWERS_SIZE),  # the loader's default size; the photos themselves vary
-        FLOWERS_CLASSES,
-        FLOWERS_URL,
-        load_flowers,
-        splits=("train",),
-    )
-)
+for _info in (
+    DatasetInfo("mnist", "MNIST handwritten digits (lesson 002): 60,000 train + 10,000 test, "
+                "28x28 gray", (1, 28, 28), MNIST_CLASSES, MNIST_MIRRORS[0], load_mnist),
+    DatasetInfo("fashion_mnist", "Fashion-MNIST clothing (lesson 001): 60,000 train + 10,000 "
+                "test, 28x28 gray", (1, 28, 28), FASHION_CLASSES, FASHION_MIRRORS[0],
+                load_fashion_mnist),
+    DatasetInfo("cifar10", "CIFAR-10 objects (lesson 000): 50,000 train + 10,000 test, 32x32 "
+                "RGB", (3, 32, 32), CIFAR10_CLASSES, CIFAR10_URL, load_cifar10),
+    # The shape is the loader's default size; the photos themselves vary.
+    DatasetInfo("flowers", "Flower photos, 5 classes (lesson 003): 3,670 JPEGs, resized to "
+                "192x192 RGB", (3, *FLOWERS_SIZE), FLOWERS_CLASSES, FLOWERS_URL, load_flowers,
+                splits=("train",)),
+):  # fmt: skip
+    register_dataset(_info)
