@@ -99,12 +99,23 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, signum):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_a_finished_run_for_more_epochs(tmp_path):
-    fit("lenet5", digits(), config(tmp_path / "run", epochs=1))
-    with pytest.raises(RunError, match="already trained 1 epochs"):
-        resume_run(tmp_path / "run", progress="none")
-    history = resume_run(tmp_path / "run", epochs=2, progress="none")
+def test_resume_a_finished_run_is_complete_then_trains_further(tmp_path):
+    """A scheduler re-running `--resume` after the end: nothing trained, nothing rewritten."""
+    run = tmp_path / "run"
+    fit("lenet5", digits(), config(run, epochs=1))
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".lock"}
+    lines = []
+    again = resume_run(run, progress="lines", print_fn=lines.append)
+    assert again.stopped == "completed" and [r["epoch"] for r in again] == [1]
+    assert any("already complete" in line for line in lines), lines
+    assert again.final_metrics == json.loads((run / "metrics.json").read_text())
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".lock"} == before
+    (run / "metrics.json").unlink()  # killed after the last checkpoint, before the end
+    again = resume_run(run, progress="none")
+    assert again.final_metrics["test"]["count"] == 359 and (run / "metrics.json").is_file()
+    history = resume_run(run, epochs=2, progress="none")
     assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["epoch"] for r in History.load(run / "history.csv")] == [1, 2]
 
 
 def test_new_run_refuses_to_overwrite(tmp_path):

@@ -7,6 +7,9 @@ weights too, so one atomic rename makes weights and optimizer state agree at eve
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from cnnlab.atomic import atomic_path
 from cnnlab.errors import RunError
+from cnnlab.train.stop import fault_point
 
 STATE_FORMAT = 1
 
@@ -64,10 +68,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def weights_writer(
+    state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Callable[[Path], None]:
+    """A function writing ``state`` as safetensors to the path it is given (see write_all)."""
+    tensors = cpu_state_dict(state)
+    return lambda path: save_file(tensors, str(path), metadata=metadata)
+
+
+def state_writer(state: dict[str, Any]) -> Callable[[Path], None]:
+    """A function writing the training state to the path it is given (see write_all)."""
+    return lambda path: torch.save({"format": STATE_FORMAT, **state}, path)
+
+
+def write_all(files: dict[Path, Callable[[Path], None]]) -> None:
+    """Write every file to a temporary beside it, then rename them in the given order.
+
+    The last file commits (state.pt). A failure while writing (a full disk) or renaming (a
+    read-only folder) removes every temporary and renames nothing more: the previous files
+    stay whole. ``files`` maps each path to a function writing it to the path it is given.
+    """
+    with contextlib.ExitStack() as stack:
+        # an ExitStack exits last-in first-out: enter in reverse so the renames keep the order
+        for path, write in reversed(files.items()):
+            stack.callback(fault_point)  # tests: a kill after each rename
+            write(stack.enter_context(atomic_path(path)))
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write the training state atomically (a kill mid-write leaves the previous file)."""
     with atomic_path(path) as tmp:
-        torch.save({"format": STATE_FORMAT, **state}, tmp)
+        state_writer(state)(tmp)
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -81,8 +112,17 @@ def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
         raise RunError(f"no checkpoint '{path}': nothing to resume")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only=True met something not plain data
+        # never relay torch's advice (re-run with weights_only=False): that would run code
+        what = (
+            "holds more than tensors and plain data (pickled Python objects) and is refused"
+            if "global" in str(err).lower()
+            else "is damaged or not a cnnlab checkpoint"
+        )
+        raise RunError(f"checkpoint '{path}' {what}") from None
     except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise RunError(f"checkpoint '{path}' cannot be read: {err}") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise RunError(f"checkpoint '{path}' cannot be read (damaged?): {first}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise RunError(f"checkpoint '{path}' is not a cnnlab state file (format {STATE_FORMAT})")
     return state

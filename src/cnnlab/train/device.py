@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
 from cnnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cnnlab.train.config import TrainConfig
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -102,3 +107,16 @@ def wants_channels_last(
     if setting is not None:
         return setting
     return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
+
+
+def resolve_hardware(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with "auto" precision and channels_last turned into what this device runs (so
+    config.yaml records what was run).
+
+    Raises:
+        ConfigError: a precision this device cannot run (fp16 off CUDA).
+    """
+    precision = resolve_precision(cfg.precision, device)
+    check_precision(precision, device)
+    channels_last = wants_channels_last(cfg.channels_last, device, precision)
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)

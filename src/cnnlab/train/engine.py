@@ -18,18 +18,13 @@ from torch import nn
 from cnnlab.layers.shape_infer import eval_mode
 from cnnlab.train.device import autocast
 from cnnlab.train.metrics import MetricSums
-from cnnlab.train.stop import StopFlag
+from cnnlab.train.stop import StopFlag, StopReason
 
 
 def train_mode(model: nn.Module) -> None:
-    """``model.train()``, except submodules marked ``cnnlab_frozen = True`` stay in eval mode.
-
-    A frozen backbone's BatchNorm must keep its statistics (the Keras fine-tuning pitfall).
-    """
+    """``model.train()``. A model with frozen parts keeps them in eval mode in its own
+    ``train()`` (``TransferModel``: a frozen backbone's BatchNorm keeps its statistics)."""
     model.train()
-    for module in model.modules():
-        if getattr(module, "cnnlab_frozen", False):
-            module.eval()
 
 
 @dataclass
@@ -94,7 +89,8 @@ class EpochResult:
         steps: steps of this epoch done, counting any done before a resume.
         images: images trained on in this call (this process).
         seconds: wall time of this call.
-        status: "done", "stopped" (a stop was requested), "max_steps" or "nonfinite".
+        status: None to go on; else why training stops (INTERRUPTED: a stop was requested,
+            MAX_STEPS, NONFINITE), which may fall on the epoch's last step.
         bad_step: 1-based step of the epoch whose loss was not finite.
         bad_loss: that loss value.
     """
@@ -103,7 +99,7 @@ class EpochResult:
     steps: int
     images: int
     seconds: float
-    status: str = "done"
+    status: StopReason | None = None
     bad_step: int | None = None
     bad_loss: float | None = None
 
@@ -148,8 +144,8 @@ def _agree(flags: list[int], device: torch.device) -> list[int]:
     return t.tolist()
 
 
-def _check(ctrl: EpochControl, step: int, device: torch.device) -> tuple[str | None, tuple]:
-    """At a check point: (status to end the epoch with or None, (bad step, bad loss))."""
+def _check(ctrl: EpochControl, step: int, device: torch.device) -> tuple[StopReason | None, tuple]:
+    """At a check point: (why to end the epoch, or None; (bad step, bad loss))."""
     bad = _first_nonfinite(ctrl._pending) if ctrl._pending else None
     first_bad = step - len(ctrl._pending) + 1 + bad[0] if bad is not None else 0
     ctrl._pending.clear()
@@ -157,11 +153,11 @@ def _check(ctrl: EpochControl, step: int, device: torch.device) -> tuple[str | N
     budget = int(ctrl.step_budget is not None and ctrl.step_budget <= 0)
     flags = _agree([int(bad is not None), first_bad, stop, budget], device)
     if flags[0]:
-        return "nonfinite", (flags[1], bad[1] if bad is not None else float("nan"))
+        return StopReason.NONFINITE, (flags[1], bad[1] if bad is not None else float("nan"))
     if flags[2]:
-        return "stopped", (None, None)
+        return StopReason.INTERRUPTED, (None, None)
     if flags[3]:
-        return "max_steps", (None, None)
+        return StopReason.MAX_STEPS, (None, None)
     return None, (None, None)
 
 
@@ -191,7 +187,7 @@ def train_one_epoch(
     ctrl = control or EpochControl()
     train_mode(step_fn.model)
     start, images, step = time.perf_counter(), 0, start_step
-    status, bad = "done", (None, None)
+    status, bad = None, (None, None)
     for index, (x, y) in enumerate(batches):
         if index < start_step:
             continue

@@ -11,31 +11,40 @@ from cnnlab.train.engine import evaluate
 from cnnlab.train.run import BEST, CONFUSION, CURVES, METRICS
 
 
-def finish(s) -> None:
-    """Rank 0 writes curves.png; after a finished run also metrics.json and confusion.png."""
+def finish(s, st) -> dict[str, Any]:
+    """Rank 0 writes curves.png; after a finished run also metrics.json and confusion.png.
+
+    Args:
+        s: the run's Setup; st: its TrainState (see cnnlab.train.session).
+
+    Returns:
+        What metrics.json holds (empty on other ranks, or after an interrupted run).
+    """
+    metrics: dict[str, Any] = {}
     if s.run is not None:
-        _plot_curves(s)
-        if s.history.stopped != "interrupted":
-            _final_metrics(s)
+        _plot_curves(s, st)
+        if st.history.stopped != "interrupted":
+            metrics = _final_metrics(s, st)
     distributed.barrier(s.env)
+    return metrics
 
 
-def _plot_curves(s) -> None:
+def _plot_curves(s, st) -> None:
     from cnnlab.viz.curves import plot_curves
     from cnnlab.viz.samples import save_figure
 
-    if len(s.history):
-        figure = plot_curves(s.history.epochs, title=s.run.path.name)
+    if len(st.history):
+        figure = plot_curves(st.history.epochs, title=s.run.path.name)
         save_figure(figure, s.run.file(CURVES))
 
 
-def _final_metrics(s) -> None:
+def _final_metrics(s, st) -> dict[str, Any]:
     """Evaluate the best weights on the test split (else validation); write metrics/confusion."""
     split, loader = next(
         ((n, ld) for n, ld in (("test", s.loaders.test), ("val", s.loaders.val)) if ld),
         (None, None),
     )
-    metrics: dict[str, Any] = _run_metrics(s)
+    metrics: dict[str, Any] = _run_metrics(s, st)
     if loader is not None:
         last = ckpt.cpu_state_dict(s.model.state_dict())
         best = s.run.file(BEST)
@@ -56,19 +65,19 @@ def _final_metrics(s) -> None:
         metrics[split] = {**ev.metrics, "count": int(ev.targets.numel()), "weights": used}
         metrics["per_class"] = _confusion(s, ev, split)
     s.run.write_json(METRICS, metrics)
-    s.final_metrics = metrics
+    return metrics
 
 
-def _run_metrics(s) -> dict[str, Any]:
-    hist = s.history
+def _run_metrics(s, st) -> dict[str, Any]:
+    hist = st.history
     speeds = [r["images_per_s"] for r in hist if "images_per_s" in r]
     return {
-        "stopped": hist.stopped,
+        "stopped": str(hist.stopped),
         "epochs": len(hist),
-        "global_step": s.global_step,
-        "monitor": s.best.get("metric", s.cfg.monitor),
-        "best_epoch": s.best["epoch"],  # 1-based
-        "best": hist[s.best["epoch"] - 1] if s.best["epoch"] else None,
+        "global_step": st.global_step,
+        "monitor": st.best.get("metric", s.cfg.monitor),
+        "best_epoch": st.best["epoch"],  # 1-based
+        "best": hist[st.best["epoch"] - 1] if st.best["epoch"] else None,
         "last": hist[-1] if len(hist) else None,
         "train_time_s": round(sum(r.get("time_s", 0.0) for r in hist), 3),
         "images_per_s_median": statistics.median(speeds) if speeds else None,

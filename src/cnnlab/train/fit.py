@@ -1,47 +1,43 @@
 """`fit`: train a model on a dataset with a TrainConfig, into a run folder.
 
-The loop itself is :func:`cnnlab.train.engine.train_one_epoch`; this module runs the epochs,
-validates, keeps best/last weights, stops early, and turns Ctrl-C/SIGTERM into a resumable
-checkpoint and a non-finite loss into a clear error that keeps the last good checkpoint.
+The whole loop is :func:`fit`, readable in one screen: epochs of
+:func:`~cnnlab.train.engine.train_one_epoch` (which calls the optimizer step, ``TrainStep``),
+validation, checkpoints, early stopping, Ctrl-C/SIGTERM and the step budget. What it trains
+with is :class:`~cnnlab.train.session.Setup`; what it changes is one
+:class:`~cnnlab.train.session.TrainState`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.data import DataConfig
 from cnnlab.data.pipeline import Loaders
-from cnnlab.errors import ConfigError, TrainingError
-from cnnlab.models.init import apply_init
+from cnnlab.errors import TrainingError
 from cnnlab.train import distributed
-from cnnlab.train.callbacks import Callback, TensorBoardLogger
+from cnnlab.train.callbacks import Callback
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.device import check_precision, resolve_precision, wants_channels_last
-from cnnlab.train.display import Display
+from cnnlab.train.device import resolve_hardware
 from cnnlab.train.engine import EpochControl, EpochResult, evaluate, train_one_epoch
 from cnnlab.train.finish import finish
 from cnnlab.train.history import History
-from cnnlab.train.metrics import MetricSums
-from cnnlab.train.run import STATE
+from cnnlab.train.run import METRICS, STATE, RunFolder
 from cnnlab.train.session import (
-    Session,
-    check_fits,
-    improved,
-    make_loaders,
-    make_step,
-    model_for_data,
-    open_run,
-    resume,
+    Setup,
+    TrainState,
+    load_checkpoint,
     save_checkpoint,
+    setup,
     write_config,
 )
-from cnnlab.train.stop import StopFlag, stop_on_signals
+from cnnlab.train.stop import StopFlag, StopReason, stop_on_signals
+
+__all__ = ["fit", "resolve_hardware", "resume_run"]
 
 
 def fit(
@@ -67,149 +63,125 @@ def fit(
         print_fn: where progress lines go (default: stdout through Rich).
 
     Returns:
-        The per-epoch history; ``history.stopped`` says why training ended ("completed",
-        "early_stop", "interrupted", "max_steps"), ``history.run_dir`` where it was written.
+        The per-epoch history; ``history.stopped`` (a :class:`StopReason`) says why training
+        ended, ``history.run_dir`` where it was written, ``history.final_metrics`` what
+        metrics.json holds. Resuming a run that is already complete trains nothing.
 
     Raises:
         ConfigError: bad options, or a model that does not fit the data.
         TrainingError: a non-finite loss (the message names the step; the last good
             checkpoint is kept).
-        RunError: a run folder that cannot be resumed or would be overwritten.
+        RunError: a run folder that cannot be resumed, would be overwritten, is in use by
+            another process, or cannot be written (the previous checkpoint stays intact).
     """
-    cfg = (config or TrainConfig()).validate()
-    env = distributed.setup(cfg.device)
-    cfg = resolve_hardware(cfg, env.device)
-    torch.manual_seed(cfg.seed)  # dropout; data order and augmentation have their own seeds
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    display = Display(cfg.progress if env.is_main else "none", cfg.epochs, print_fn)
-    channels_last = bool(cfg.channels_last)
-    data_cfg, loaders = make_loaders(data, cfg, env, channels_last)
-    torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
-    model = _initialized(model_for_data(model, loaders, model_options), model, cfg.init)
-    check_fits(model, loaders)
-    step = make_step(model, cfg, env, len(loaders.train))
-    run = open_run(model, loaders, cfg, env)
-    s = Session(cfg, env, model, step, loaders, data_cfg, run if env.is_main else None, display)
-    s.run_path = run.path
-    if cfg.resume:
-        s.run = run  # every rank reads the checkpoint
-        resume(s)
-        s.run = run if env.is_main else None
-    write_config(s)
-    hooks = list(callbacks)
-    if cfg.tensorboard and env.is_main:
-        hooks.append(TensorBoardLogger(run.path / "tensorboard"))
-    display.message(f"run folder: {run.path}")
+    s = setup(model, data, config or TrainConfig(), model_options, callbacks, print_fn)
+    cfg, train, st = s.cfg, s.loaders.train, TrainState()
     try:
+        st = _start(s)
+        if st.complete(cfg):  # resumed a finished run (a scheduler re-running the command)
+            _already_complete(s, st)
+            return st.history
         with stop_on_signals(StopFlag()) as flag:
-            _epochs(s, hooks, flag)
-        finish(s)
-    finally:
-        display.close()
-        for hook in hooks:
-            hook.on_train_end(s.history)
-    s.history.run_dir = run.path
-    s.history.final_metrics = getattr(s, "final_metrics", {})
-    return s.history
-
-
-def resolve_hardware(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """``cfg`` with "auto" precision and channels_last turned into what this device runs (so
-    config.yaml records what was run)."""
-    precision = resolve_precision(cfg.precision, device)
-    check_precision(precision, device)
-    channels_last = wants_channels_last(cfg.channels_last, device, precision)
-    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
-
-
-def _initialized(built: nn.Module, given: nn.Module | str | Path, init: str) -> nn.Module:
-    """``built`` with the config's init; a module passed in keeps its own weights."""
-    if init == "default":
-        return built
-    if isinstance(given, nn.Module):
-        raise ConfigError(
-            f"init {init!r} applies to a model given by name or spec; initialize a module "
-            "yourself (cnnlab.models.init.keras_init)"
-        )
-    return apply_init(built, init)
-
-
-def _epochs(s: Session, hooks: list[Callback], flag: StopFlag) -> None:
-    """Train epoch after epoch until the planned count, an early stop or a stop request."""
-    cfg = s.cfg
-    budget = None if cfg.max_steps is None else cfg.max_steps - s.global_step
-    ctrl = EpochControl(
-        check_every=1 if s.env.device.type == "cpu" else cfg.nan_check_every,
-        stop=flag,
-        step_budget=budget,
-        on_update=s.display.update,
-        on_step=(lambda i, loss: [h.on_step_end(i, loss) for h in hooks]) if hooks else None,
-    )
-    while s.epoch < cfg.epochs:
-        if ctrl.step_budget is not None and ctrl.step_budget <= 0:
-            s.history.stopped = "max_steps"
-            return
-        result = _one_epoch(s, ctrl)
-        if result.status == "nonfinite":
-            _nonfinite(s, result)
-        if result.steps < len(s.loaders.train):  # stopped inside the epoch: resumable state
-            s.history.stopped = "interrupted" if result.status == "stopped" else "max_steps"
-            save_checkpoint(s, improved=False)
-            _say_stopped(s, flag)
-            return
-        stop = _end_epoch(s, result, hooks)
-        if result.status != "done" or stop:
-            s.history.stopped = {"stopped": "interrupted", "max_steps": "max_steps"}.get(
-                result.status, "early_stop"
+            ctrl = EpochControl(
+                check_every=1 if s.env.device.type == "cpu" else cfg.nan_check_every,
+                stop=flag,
+                step_budget=None if cfg.max_steps is None else cfg.max_steps - st.global_step,
+                on_update=s.display.update,
+                on_step=_on_step(s.hooks),
             )
-            if result.status == "stopped":
-                _say_stopped(s, flag)
-            return
+            stop: StopReason | None = None
+            while stop is None and st.epoch < cfg.epochs:
+                if ctrl.step_budget is not None and ctrl.step_budget <= 0:
+                    stop = StopReason.MAX_STEPS
+                    break
+                train.set_epoch(st.epoch)
+                sums = st.epoch_sums(s.env.device, s.num_classes)
+                st.epoch_lr = s.step.lr if not st.step_in_epoch else st.epoch_lr
+                s.display.start_epoch(st.epoch + 1, len(train), st.step_in_epoch)
+                result = train_one_epoch(
+                    s.step, train, sums, total_steps=len(train), start_step=st.step_in_epoch,
+                    control=ctrl,
+                )  # fmt: skip
+                st.advance(result, sums, len(train))
+                if result.status is StopReason.NONFINITE:
+                    raise _nonfinite(s, st, result)
+                if st.step_in_epoch:  # stopped inside the epoch: a resumable checkpoint
+                    stop = st.history.stopped = result.status
+                    save_checkpoint(s, st, improved=False)
+                    break
+                row = _epoch_row(s, st, result, _validate(s))
+                better = st.record(row, cfg.monitor)
+                early = cfg.early_stop is not None and st.wait >= cfg.early_stop
+                # state.pt records why the run ended, should it end here
+                st.history.stopped = (
+                    StopReason.EARLY_STOP if early else result.status or StopReason.COMPLETED
+                )
+                save_checkpoint(s, st, better)
+                s.display.end_epoch(st.epoch, row)
+                if early:
+                    s.display.message(
+                        f"early stop: {st.best.get('metric', cfg.monitor)} has not improved for "
+                        f"{st.wait} epochs (best {st.best['value']:.4f} at epoch "
+                        f"{st.best['epoch']})"
+                    )
+                if any([bool(h.on_epoch_end(st.epoch, row, st.history)) for h in s.hooks]):
+                    early = True  # a callback asked to stop
+                stop = StopReason.EARLY_STOP if early else result.status  # None: go on
+        st.history.stopped = stop or StopReason.COMPLETED
+        if stop in (StopReason.INTERRUPTED, StopReason.MAX_STEPS):
+            _say_stopped(s, st, flag)
+        st.history.final_metrics = finish(s, st)
+        return st.history
+    finally:
+        s.display.close()
+        for hook in s.hooks:
+            hook.on_train_end(st.history)
+        if s.lock is not None:
+            s.lock.release()
 
 
-def _one_epoch(s: Session, ctrl: EpochControl) -> EpochResult:
-    train = s.loaders.train
-    train.set_epoch(s.epoch)
-    sums = MetricSums(s.env.device, s.num_classes)
-    if s.sums is not None:
-        sums.load(s.sums)
-    if not s.step_in_epoch:
-        s.epoch_lr = s.step.lr
-    s.display.start_epoch(s.epoch + 1, len(train), s.step_in_epoch)
-    result = train_one_epoch(
-        s.step, train, sums, total_steps=len(train), start_step=s.step_in_epoch, control=ctrl
+def _start(s: Setup) -> TrainState:
+    """The state to train from: the checkpoint's when resuming, else a new run's (whose
+    config.yaml is written now)."""
+    if s.resuming:
+        st = load_checkpoint(s)
+        if not st.complete(s.cfg):
+            at = f"epoch {st.epoch + 1}" + (
+                f", step {st.step_in_epoch}" if st.step_in_epoch else ""
+            )
+            s.display.message(f"resuming {s.run_path} at {at}")
+    else:
+        if s.cfg.resume:
+            s.display.message(f"{s.run_path} stopped before its first checkpoint: starting it over")
+        write_config(s)
+        st = TrainState()
+    st.history.run_dir = s.run_path
+    s.display.message(f"run folder: {s.run_path}")
+    return st
+
+
+def _already_complete(s: Setup, st: TrainState) -> None:
+    """Say so; read metrics.json, or write it when a kill came between the last checkpoint
+    and the end of the run."""
+    s.display.message(
+        f"run {s.run_path} is already complete ({st.history.stopped}, {st.epoch} epochs); "
+        "pass a larger --epochs to train it further"
     )
-    s.global_step += result.steps - s.step_in_epoch
-    s.step_in_epoch = result.steps if result.steps < len(train) else 0
-    s.sums = sums.state() if s.step_in_epoch else None
-    return result
+    path = s.run_path / METRICS
+    if distributed.broadcast(path.is_file(), s.env):
+        st.history.final_metrics = json.loads(path.read_text()) if s.env.is_main else {}
+    else:
+        st.history.final_metrics = finish(s, st)
 
 
-def _end_epoch(s: Session, result: EpochResult, hooks: list[Callback]) -> bool:
-    """Validate, record, checkpoint; True when training should stop (early stop, a hook)."""
-    row: dict[str, float] = {"epoch": s.epoch + 1, **result.metrics}
-    row.update(_validate(s))
-    row["lr"] = s.epoch_lr if s.epoch_lr is not None else s.step.lr
-    row["time_s"] = round(result.seconds, 3)
-    row["images_per_s"] = round(result.images * s.env.world_size / max(result.seconds, 1e-9), 1)
-    s.epoch += 1
-    s.history.append(row)
-    better = improved(s, row)
-    s.wait = 0 if better else s.wait + 1
-    save_checkpoint(s, better)
-    s.display.end_epoch(s.epoch, row)
-    stop = any(bool(h.on_epoch_end(s.epoch, row, s.history)) for h in hooks)
-    if s.cfg.early_stop is not None and s.wait >= s.cfg.early_stop:
-        s.display.message(
-            f"early stop: {s.best.get('metric', s.cfg.monitor)} has not improved for "
-            f"{s.wait} epochs (best {s.best['value']:.4f} at epoch {s.best['epoch']})"
-        )
-        stop = True
-    return stop
+def _on_step(hooks: Sequence[Callback]) -> Callable[[int, Any], None] | None:
+    """The per-step hook of the callbacks; None (nothing per step) without callbacks."""
+    if not hooks:
+        return None
+    return lambda step, loss: [h.on_step_end(step, loss) for h in hooks]
 
 
-def _validate(s: Session) -> dict[str, float]:
+def _validate(s: Setup) -> dict[str, float]:
     """Rank 0 evaluates the validation split; every rank gets its figures (same decisions)."""
     if s.loaders.val is None:
         return {}
@@ -226,24 +198,40 @@ def _validate(s: Session) -> dict[str, float]:
     return distributed.broadcast(metrics, s.env)
 
 
-def _nonfinite(s: Session, result: EpochResult) -> None:
-    where = f"epoch {s.epoch + 1}, step {result.bad_step}/{len(s.loaders.train)}"
+def _epoch_row(
+    s: Setup, st: TrainState, result: EpochResult, val: dict[str, float]
+) -> dict[str, float]:
+    """The finished epoch's history row (history.csv's columns)."""
+    return {
+        "epoch": st.epoch + 1,
+        **result.metrics,
+        **val,
+        "lr": st.epoch_lr if st.epoch_lr is not None else s.step.lr,
+        "time_s": round(result.seconds, 3),
+        "images_per_s": round(result.images * s.env.world_size / max(result.seconds, 1e-9), 1),
+    }
+
+
+def _nonfinite(s: Setup, st: TrainState, result: EpochResult) -> TrainingError:
+    st.history.stopped = StopReason.NONFINITE
+    where = f"epoch {st.epoch + 1}, step {result.bad_step}/{len(s.loaders.train)}"
     kept = (
-        f"the last good checkpoint (epoch {s.epoch}) is kept in {s.run_path / STATE}"
-        if s.epoch
-        else "no checkpoint had been written yet"
+        f"the last good checkpoint (epoch {st.epoch}) is kept in {s.run_path / STATE}"
+        if st.epoch
+        else "no checkpoint had been written yet (the same command starts it over)"
     )
-    s.history.stopped = "nonfinite"
-    raise TrainingError(
+    return TrainingError(
         f"loss became {result.bad_loss} at {where}; training stopped and {kept}. Try a lower "
         f"learning rate (lr={s.cfg.peak_lr:g}), --grad-clip, or fp32 precision"
     )
 
 
-def _say_stopped(s: Session, flag: StopFlag) -> None:
-    reason = flag.reason or "max_steps"
+def _say_stopped(s: Setup, st: TrainState, flag: StopFlag) -> None:
+    reason = flag.reason or StopReason.MAX_STEPS
     where = (
-        f"epoch {s.epoch + 1}, step {s.step_in_epoch}" if s.step_in_epoch else f"epoch {s.epoch}"
+        f"epoch {st.epoch + 1}, step {st.step_in_epoch}"
+        if st.step_in_epoch
+        else f"epoch {st.epoch}"
     )
     s.display.message(
         f"stopped ({reason}) after {where}; checkpoint saved. Continue with: "
@@ -262,18 +250,22 @@ def resume_run(
 ) -> History:
     """Continue the run in ``run_dir`` with its saved model, data and training config.
 
+    A run that stopped before its first checkpoint starts over; a complete one trains
+    nothing (``history.stopped`` keeps why it ended).
+
     Args:
-        run_dir: the run folder (holds config.yaml and state.pt).
+        run_dir: the run folder (holds config.yaml and, once an epoch ended, state.pt).
         epochs: a new total epoch count (to train a finished run further).
         device, progress: override the saved ones (a run may move between machines).
         max_steps: a new total step limit; the saved one is dropped (it is what stopped a
             run that was stopped by ``max_steps``).
 
     Raises:
-        RunError: not a resumable run folder.
+        RunError: not a resumable run folder, or one in use by another process.
     """
-    from cnnlab.train.loading import build_model
-    from cnnlab.train.run import RunFolder
+    import torch
+
+    from cnnlab.train.loading import build_model  # loading imports fit's package: no cycle
 
     config = RunFolder(Path(run_dir)).read_config()
     train = dict(config["train"], resume=True, run_dir=str(run_dir), max_steps=max_steps)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cnnlab.atomic import write_text_atomic
 from cnnlab.errors import RunError
+from cnnlab.train.stop import StopReason
 
 # column order of history.csv; keys outside it follow in first-seen order
 COLUMNS = (
@@ -35,7 +36,7 @@ class History:
 
     def __init__(self, epochs: list[dict[str, float]] | None = None) -> None:
         self.epochs: list[dict[str, float]] = list(epochs or [])
-        self.stopped: str = "completed"  # or "early_stop", "interrupted", "max_steps"
+        self.stopped: StopReason = StopReason.COMPLETED  # why training ended
         self.run_dir: Path | None = None  # set by fit: where the run was written
         self.final_metrics: dict = {}  # metrics.json of the run (test split, best weights)
 

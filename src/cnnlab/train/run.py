@@ -3,12 +3,15 @@
 ``runs/<name>/`` holds ``config.yaml``, ``model.safetensors`` (best weights),
 ``last.safetensors``, ``state.pt`` (resumable), ``history.csv``, ``metrics.json``,
 ``summary.txt``, ``curves.png`` and ``confusion.png``; every file is written atomically.
+A run in progress holds ``.lock`` (an advisory lock, released by the kernel when the process
+dies), so a second ``cnnlab train --resume`` of the same folder is refused.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -19,8 +22,8 @@ import yaml
 from torch import nn
 
 from cnnlab.atomic import write_text_atomic
+from cnnlab.build_record import record_of
 from cnnlab.errors import RunError
-from cnnlab.shapes import hwc
 
 CONFIG = "config.yaml"
 BEST = "model.safetensors"
@@ -31,6 +34,7 @@ METRICS = "metrics.json"
 SUMMARY = "summary.txt"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
+LOCK = ".lock"
 
 
 @dataclass
@@ -42,32 +46,6 @@ class RunFolder:
     def file(self, name: str) -> Path:
         """Path of ``name`` inside the run folder."""
         return self.path / name
-
-    @classmethod
-    def prepare(cls, run_dir: str | Path | None, name: str, resume: bool) -> RunFolder:
-        """The folder to write: ``run_dir``, or a new ``runs/<name>-<timestamp>``.
-
-        Raises:
-            RunError: resuming a folder without a checkpoint, or starting a new run in a
-                folder that already holds one (which would overwrite it).
-        """
-        if resume:
-            if run_dir is None:
-                raise RunError("resume needs the run folder: pass --run-dir DIR")
-            folder = cls(Path(run_dir))
-            if not folder.file(STATE).is_file():
-                raise RunError(f"run folder '{run_dir}' has no {STATE}: nothing to resume")
-            return folder
-        if run_dir is not None:
-            folder = cls(Path(run_dir))
-            if folder.file(STATE).exists() or folder.file(CONFIG).exists():
-                raise RunError(
-                    f"run folder '{run_dir}' already holds a run; pass --resume to continue "
-                    "it, or choose another --run-dir"
-                )
-            folder.path.mkdir(parents=True, exist_ok=True)
-            return folder
-        return cls(new_run_path(Path("runs"), name))
 
     def write_yaml(self, name: str, data: dict[str, Any]) -> None:
         """Write ``data`` as YAML, atomically."""
@@ -95,6 +73,82 @@ class RunFolder:
         return data
 
 
+class RunLock:
+    """An exclusive lock on a run folder (``fcntl.flock`` on its ``.lock``, holding our pid).
+
+    Raises:
+        RunError: the folder is in use by another process (naming its pid), or not writable.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.fd: int | None = None
+        try:
+            fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunError(f"run folder '{folder}' is not writable: {err.strerror}") from None
+        try:
+            import fcntl  # POSIX only; elsewhere runs go unlocked
+        except ImportError:
+            self.fd = fd
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunError(
+                f"run folder '{folder}' is in use by pid {holder}: wait for that run to end "
+                "(or stop it) before resuming it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the lock)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def open_run_folder(
+    run_dir: str | Path | None, name: str, resume: bool
+) -> tuple[RunFolder, bool, RunLock]:
+    """The folder to write, locked, and whether it holds a checkpoint to resume.
+
+    ``run_dir`` or a new ``runs/<name>-<timestamp>``. A folder whose run stopped before its
+    first checkpoint (only config.yaml) starts over, with or without ``resume``.
+
+    Raises:
+        RunError: resuming without a folder or a run in it, a new run in a folder that
+            holds a checkpoint, or a folder in use by another process.
+    """
+    if run_dir is None:
+        if resume:
+            raise RunError("resume needs the run folder: pass --run-dir DIR")
+        folder = RunFolder(new_run_path(Path("runs"), name))
+        return folder, False, RunLock(folder.path)
+    folder = RunFolder(Path(run_dir))
+    if resume and not folder.path.is_dir():
+        raise RunError(f"run folder '{run_dir}' does not exist: nothing to resume")
+    folder.path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(folder.path)  # before looking inside: a run in progress may be writing it
+    has_state = folder.file(STATE).is_file()
+    if resume and not has_state and not folder.file(CONFIG).is_file():
+        lock.release()
+        raise RunError(f"run folder '{run_dir}' has no {STATE}: nothing to resume")
+    if not resume and has_state:
+        lock.release()
+        raise RunError(
+            f"run folder '{run_dir}' already holds a run; pass --resume to continue it, or "
+            "choose another --run-dir"
+        )
+    if not has_state:
+        for stale in (BEST, LAST, HISTORY, METRICS):  # a kill between a first save's renames
+            folder.file(stale).unlink(missing_ok=True)
+    return folder, has_state, lock
+
+
 def new_run_path(root: Path, name: str) -> Path:
     """A new folder ``root/<name>-<timestamp>`` (``-2``, ``-3`` ... if taken), created."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -110,26 +164,13 @@ def new_run_path(root: Path, name: str) -> Path:
 
 
 def model_description(model: nn.Module) -> dict[str, Any]:
-    """How to rebuild ``model`` from the run folder (registry name, spec, or "module")."""
-    meta = getattr(model, "cnnlab_meta", {})
-    shape = meta.get("input_shape")
-    desc: dict[str, Any] = {
-        "name": meta.get("name") or type(model).__name__,
-        "kind": "module",
-        "input_shape": hwc(shape) if shape else None,
-        "num_classes": meta.get("num_classes"),
-    }
-    spec = getattr(model, "spec", None)
-    if "transfer" in meta:
-        desc["kind"] = "transfer"
-        desc["transfer"] = _plain(meta["transfer"])
-    elif spec is not None and getattr(spec, "raw", None):
-        desc["kind"] = "spec"
-        desc["spec"] = _plain(spec.raw)
-    elif "kwargs" in meta:
-        desc["kind"] = "registry"
-        desc["kwargs"] = _plain(meta["kwargs"])
-    return desc
+    """How to rebuild ``model`` from the run folder: its build record's description
+    (registry name, spec, transfer), or kind "module" for custom code."""
+    record = record_of(model)
+    if record is None:
+        name = type(model).__name__
+        return {"name": name, "kind": "module", "input_shape": None, "num_classes": None}
+    return record.description()
 
 
 def _plain(value: Any) -> Any:

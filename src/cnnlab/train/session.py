@@ -1,43 +1,73 @@
-"""The state of one training run and what happens around the epochs: setting up the model,
-data, optimizer and run folder; checkpointing and resuming; the final evaluation and plots."""
+"""What a run trains with and where it stands.
+
+:class:`Setup` is the frozen record made once before the first step (model, optimizer step,
+data, run folder, display, callbacks); :class:`TrainState` is the one small mutable state the
+loop in :func:`cnnlab.train.fit.fit` advances, saved whole in ``state.pt``. This module makes
+both, and saves and resumes checkpoints.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from cnnlab.build_record import model_name, record_of
 from cnnlab.data import DataConfig, build_loaders
 from cnnlab.data.pipeline import Loaders
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.models.build import build
+from cnnlab.models.init import apply_init
 from cnnlab.shapes import hwc
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train import distributed
+from cnnlab.train.callbacks import Callback, TensorBoardLogger
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.device import grad_scaler, wants_channels_last
+from cnnlab.train.device import grad_scaler, resolve_hardware, wants_channels_last
 from cnnlab.train.display import Display
 from cnnlab.train.distributed import DistEnv
-from cnnlab.train.engine import TrainStep
+from cnnlab.train.engine import EpochResult, TrainStep
 from cnnlab.train.history import History
+from cnnlab.train.metrics import MetricSums
 from cnnlab.train.optim import build_optimizer
-from cnnlab.train.run import CONFIG, RunFolder, model_description, versions
+from cnnlab.train.run import (
+    BEST,
+    CONFIG,
+    HISTORY,
+    LAST,
+    STATE,
+    SUMMARY,
+    RunFolder,
+    RunLock,
+    model_description,
+    open_run_folder,
+    versions,
+)
 from cnnlab.train.schedules import build_scheduler
+from cnnlab.train.stop import StopReason, fault_armed, fault_point
 
 
-@dataclass
-class Session:
-    """One run in progress (every process has one; only rank 0 has a ``run`` folder).
+@dataclass(frozen=True)
+class Setup:
+    """What a run trains with, fixed before its first step (every process has one).
 
     Attributes:
+        cfg: the validated config, "auto" settings resolved for this device.
+        env: this process's place in a (possibly distributed) run.
         model: the plain model (weights are saved and evaluated from it).
         step: the optimizer step (holds the compiled/DDP-wrapped model when asked for).
-        epoch: epochs completed. step_in_epoch, sums: progress inside an unfinished epoch.
-        best: ``{"value", "epoch"}`` of the monitored metric. wait: epochs since it improved.
+        loaders: train/val/test batches. data_cfg: their DataConfig (None for given Loaders).
+        run_path: the run folder. run: the same as a RunFolder on rank 0, which alone writes
+            it; None on the other ranks.
+        resuming: the folder holds a checkpoint to continue from.
+        display: progress output. hooks: the callbacks.
+        lock: rank 0's lock on the run folder, released when training ends.
     """
 
     cfg: TrainConfig
@@ -46,9 +76,35 @@ class Session:
     step: TrainStep
     loaders: Loaders
     data_cfg: DataConfig | None
+    run_path: Path
     run: RunFolder | None
+    resuming: bool
     display: Display
-    history: History = field(default_factory=History)
+    hooks: tuple[Callback, ...]
+    lock: RunLock | None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the data (and of the model's head)."""
+        return len(self.loaders.classes)
+
+
+# TrainState fields saved under their own names in state.pt
+_STATE_KEYS = ("epoch", "step_in_epoch", "sums", "global_step", "epoch_lr", "best", "wait")
+
+
+@dataclass
+class TrainState:
+    """What training changes; saved in state.pt beside the weights and optimizer.
+
+    Attributes:
+        epoch: epochs completed. step_in_epoch, sums: progress inside an unfinished epoch.
+        global_step: optimizer steps so far. epoch_lr: the learning rate the epoch began with.
+        best: ``{"value", "epoch", "metric"}`` of the monitored metric (epoch 1-based).
+        wait: epochs since it improved.
+        history: one row per finished epoch; ``history.stopped`` says why training ended.
+    """
+
     epoch: int = 0
     step_in_epoch: int = 0
     sums: list[float] | None = None
@@ -56,12 +112,107 @@ class Session:
     epoch_lr: float | None = None
     best: dict[str, Any] = field(default_factory=lambda: {"value": None, "epoch": None})
     wait: int = 0
-    run_path: Path = Path()
+    history: History = field(default_factory=History)
 
-    @property
-    def num_classes(self) -> int:
-        """Classes of the data (and of the model's head)."""
-        return len(self.loaders.classes)
+    def complete(self, cfg: TrainConfig) -> bool:
+        """Nothing left to train: the planned epochs are done, or an early stop ended it."""
+        if self.step_in_epoch:
+            return False
+        early = self.history.stopped == StopReason.EARLY_STOP or (
+            cfg.early_stop is not None and self.wait >= cfg.early_stop
+        )
+        return self.epoch >= cfg.epochs or early
+
+    def advance(self, result: EpochResult, sums: MetricSums, steps_per_epoch: int) -> None:
+        """Count the steps of ``result``; keep the running ``sums`` of an unfinished epoch."""
+        self.global_step += result.steps - self.step_in_epoch
+        self.step_in_epoch = result.steps if result.steps < steps_per_epoch else 0
+        self.sums = sums.state() if self.step_in_epoch else None
+
+    def epoch_sums(self, device: torch.device, num_classes: int) -> MetricSums:
+        """The running metric sums of the epoch about to train (restored mid-epoch)."""
+        sums = MetricSums(device, num_classes)
+        if self.sums is not None:
+            sums.load(self.sums)
+        return sums
+
+    def record(self, row: dict[str, float], monitor: str) -> bool:
+        """Add a finished epoch's row; track the best epoch by ``monitor`` (the train metric
+        when there is no validation). True when this epoch is the best so far."""
+        self.epoch += 1
+        self.history.append(row)
+        key = monitor if monitor in row else monitor.removeprefix("val_")
+        value = row.get(key, math.nan)
+        best = self.best["value"]
+        if not math.isfinite(value):
+            better = self.best["epoch"] is None
+        else:
+            better = best is None or (value < best if key.endswith("loss") else value > best)
+            if better:
+                self.best = {"value": value, "epoch": self.epoch, "metric": key}
+        self.wait = 0 if better else self.wait + 1
+        return better
+
+
+def setup(
+    model: nn.Module | str | Path,
+    data: str | DataConfig | Loaders,
+    config: TrainConfig,
+    model_options: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    print_fn: Callable[[str], None] | None = None,
+) -> Setup:
+    """Everything :func:`cnnlab.train.fit.fit` trains with: data, model, optimizer step and
+    the locked run folder (see ``fit`` for the arguments).
+
+    Raises:
+        ConfigError: bad options, or a model that does not fit the data.
+        RunError: a run folder that cannot be resumed, would be overwritten, or is in use.
+    """
+    cfg = config.validate()
+    env = distributed.setup(cfg.device)
+    cfg = resolve_hardware(cfg, env.device)
+    torch.manual_seed(cfg.seed)  # dropout; data order and augmentation have their own seeds
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data_cfg, loaders = make_loaders(data, cfg, env, bool(cfg.channels_last))
+    torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
+    module = _initialized(model_for_data(model, loaders, model_options), model, cfg.init)
+    check_fits(module, loaders)
+    step = make_step(module, cfg, env, len(loaders.train))
+    path, resuming, lock = open_run(module, loaders, cfg, env)
+    try:
+        hooks = list(callbacks)
+        if cfg.tensorboard and env.is_main:
+            hooks.append(TensorBoardLogger(path / "tensorboard"))
+        if fault_armed():  # tests only (CNNLAB_FAULT_AT): otherwise no per-step hook is added
+            hooks.append(_FaultPoints())
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    display = Display(cfg.progress if env.is_main else "none", cfg.epochs, print_fn)
+    run = RunFolder(path) if env.is_main else None
+    return Setup(
+        cfg, env, module, step, loaders, data_cfg, path, run, resuming, display, tuple(hooks), lock
+    )
+
+
+class _FaultPoints(Callback):
+    def on_step_end(self, step: int, loss: torch.Tensor) -> None:
+        fault_point()
+
+
+def _initialized(built: nn.Module, given: nn.Module | str | Path, init: str) -> nn.Module:
+    """``built`` with the config's init; a module passed in keeps its own weights."""
+    if init == "default":
+        return built
+    if isinstance(given, nn.Module):
+        raise ConfigError(
+            f"init {init!r} applies to a model given by name or spec; initialize a module "
+            "yourself (cnnlab.models.init.keras_init)"
+        )
+    return apply_init(built, init)
 
 
 def make_loaders(
@@ -100,21 +251,13 @@ def model_for_data(
         if options:
             raise ConfigError("model options apply to a model given by name, not to a module")
         return model
-    from cnnlab.summary import SPEC_SUFFIXES
-
-    shape = hwc(loaders.shape)
-    classes = len(loaders.classes)
-    if Path(str(model)).suffix.lower() in SPEC_SUFFIXES:
-        from cnnlab.spec import build_from_spec, load_spec
-
-        spec = load_spec(model)
-        if options:
-            raise ConfigError(f"model options {sorted(options)} do not apply to spec '{model}'")
-        given = None if spec.input_shape is not None else shape
-        return build_from_spec(spec, input_shape=given, num_classes=classes)
-    from cnnlab.models import create_model
-
-    return create_model(str(model), num_classes=classes, input_shape=shape, **(options or {}))
+    return build(
+        model,
+        input_shape=hwc(loaders.shape),
+        num_classes=len(loaders.classes),
+        options=options,
+        keep_spec_input=True,
+    )
 
 
 def check_fits(model: nn.Module, loaders: Loaders) -> None:
@@ -123,9 +266,10 @@ def check_fits(model: nn.Module, loaders: Loaders) -> None:
     Raises:
         ConfigError: saying what the model expects, what the data gives, and how to convert.
     """
-    meta = getattr(model, "cnnlab_meta", {})
-    name = meta.get("name") or type(model).__name__
-    shape, classes = meta.get("input_shape"), meta.get("num_classes")
+    record = record_of(model)
+    name = model_name(model)
+    shape = record.input_shape if record else None
+    classes = record.num_classes if record else None
     data_shape = tuple(loaders.shape)
     if shape is not None and tuple(shape) != data_shape:
         c, h, w = shape
@@ -164,34 +308,24 @@ def make_step(model: nn.Module, cfg: TrainConfig, env: DistEnv, steps_per_epoch:
     )
 
 
-def open_run(model: nn.Module, loaders: Loaders, cfg: TrainConfig, env: DistEnv) -> RunFolder:
-    """The run folder, chosen by rank 0 and agreed by all (errors are raised on every rank)."""
-    name = f"{getattr(model, 'cnnlab_meta', {}).get('name', 'model')}-{data_name(loaders)}"
-    path = agreed_path(env, lambda: RunFolder.prepare(cfg.run_dir, name, cfg.resume).path)
-    return RunFolder(path)
+def open_run(
+    model: nn.Module, loaders: Loaders, cfg: TrainConfig, env: DistEnv
+) -> tuple[Path, bool, RunLock | None]:
+    """The run folder chosen, locked and inspected by rank 0 and agreed by all: (its path,
+    whether it holds a checkpoint to resume, rank 0's lock). Errors are raised on every rank."""
+    name = f"{model_name(model)}-{data_name(loaders)}"
+    locks: list[RunLock] = []
+
+    def decide() -> tuple[str, bool]:
+        folder, resuming, lock = open_run_folder(cfg.run_dir, name, cfg.resume)
+        locks.append(lock)
+        return str(folder.path), resuming
+
+    path, resuming = agreed(env, decide)
+    return Path(path), resuming, (locks[0] if locks else None)
 
 
-def agreed_path(env: DistEnv, prepare: Callable[[], Path]) -> Path:
-    """``prepare()`` run by rank 0 alone (it creates folders), its path broadcast to every
-    rank; a RunError it raises is raised on every rank."""
-    answer: tuple[str | None, str | None] = (None, None)
-    if env.is_main:
-        try:
-            answer = (str(prepare()), None)
-        except RunError as err:
-            answer = (None, str(err))
-    path, error = distributed.broadcast(answer, env)
-    if error is not None:
-        raise RunError(error)
-    return Path(path)
-
-
-def data_name(loaders: Loaders) -> str:
-    """A folder-name-safe name of the data (its last path component)."""
-    return Path(loaders.source).name.replace(" ", "_") or "data"
-
-
-def run_config(s: Session) -> dict[str, Any]:
+def run_config(s: Setup) -> dict[str, Any]:
     """The resolved config saved as ``config.yaml``."""
     data = dict(s.data_cfg.__dict__) if s.data_cfg is not None else {"source": s.loaders.source}
     if s.data_cfg is not None:
@@ -214,8 +348,23 @@ def run_config(s: Session) -> dict[str, Any]:
     }
 
 
-def training_state(s: Session) -> dict[str, Any]:
-    """Everything :func:`resume` needs, as plain data (``weights_only`` loadable)."""
+def write_config(s: Setup) -> None:
+    """config.yaml and summary.txt at the start of a new run (rank 0)."""
+    from cnnlab.atomic import write_text_atomic
+    from cnnlab.summary import summary  # traces the model: loaded only to start a run
+
+    if s.run is None or s.resuming:
+        return
+    s.run.write_yaml(CONFIG, run_config(s))
+    try:
+        text = summary(s.model).to_text()
+    except Exception as err:  # a summary is a courtesy: a model it cannot trace still trains
+        text = f"(no summary: {type(err).__name__}: {err})"
+    write_text_atomic(s.run.file(SUMMARY), text + "\n")
+
+
+def training_state(s: Setup, st: TrainState) -> dict[str, Any]:
+    """Everything :func:`load_checkpoint` needs, as plain data (``weights_only`` loadable)."""
     step = s.step
     return {
         "model": ckpt.cpu_state_dict(s.model.state_dict()),
@@ -223,39 +372,55 @@ def training_state(s: Session) -> dict[str, Any]:
         "scheduler": step.scheduler.state_dict() if step.scheduler is not None else None,
         "scaler": step.scaler.state_dict() if step.scaler is not None else None,
         "rng": ckpt.rng_state(),
-        "epoch": s.epoch,
-        "step_in_epoch": s.step_in_epoch,
-        "sums": s.sums,
-        "global_step": s.global_step,
-        "epoch_lr": s.epoch_lr,
-        "best": dict(s.best),
-        "wait": s.wait,
-        "history": s.history.epochs,
-        "stopped": s.history.stopped,
+        **{key: getattr(st, key) for key in _STATE_KEYS},
+        "best": dict(st.best),
+        "history": st.history.epochs,
+        "stopped": str(st.history.stopped),  # plain str: weights_only loads no enum
     }
 
 
-def save_checkpoint(s: Session, improved: bool) -> None:
-    """Rank 0 writes last (and, if ``improved``, best) weights, state.pt and history.csv."""
-    from cnnlab.train.run import BEST, HISTORY, LAST, STATE
+def save_checkpoint(s: Setup, st: TrainState, improved: bool) -> None:
+    """Rank 0 writes last (and, if ``improved``, best) weights, history.csv, then state.pt,
+    whose rename commits the checkpoint; every rank waits for it.
 
+    Raises:
+        RunError: the folder cannot be written (full disk, read-only); the message says that
+            the previous checkpoint is intact, and no file is left half-written.
+    """
     if s.run is not None:
-        weights = s.model.state_dict()
-        meta = {"epoch": str(s.epoch), "step_in_epoch": str(s.step_in_epoch)}
+        weights = s.model.state_dict()  # weights_writer copies it to the CPU
+        meta = {"epoch": str(st.epoch), "step_in_epoch": str(st.step_in_epoch)}
+        files = {LAST: ckpt.weights_writer(weights, meta)}
         if improved:
-            ckpt.save_weights(s.run.file(BEST), weights, meta)
-        ckpt.save_weights(s.run.file(LAST), weights, meta)
-        ckpt.save_state(s.run.file(STATE), training_state(s))
-        s.history.save(s.run.file(HISTORY))
+            files = {BEST: files[LAST], **files}
+        files[HISTORY] = lambda tmp: tmp.write_text(st.history.to_csv())
+        files[STATE] = ckpt.state_writer(training_state(s, st))
+        try:
+            ckpt.write_all({s.run.file(name): write for name, write in files.items()})
+        except (OSError, SafetensorError) as err:
+            raise RunError(_unwritable(s, err)) from None
     distributed.barrier(s.env)
 
 
-def resume(s: Session) -> None:
-    """Load the run folder's state.pt into ``s`` (every rank reads it)."""
-    from cnnlab.train.run import STATE
+def _unwritable(s: Setup, err: Exception) -> str:
+    reason = (err.strerror if isinstance(err, OSError) else None) or str(err)
+    previous = s.run_path / STATE
+    kept = (
+        f"the previous checkpoint '{previous}' is intact"
+        if previous.is_file()
+        else "no checkpoint had been written yet"
+    )
+    return (
+        f"cannot write a checkpoint into '{s.run_path}': {reason}; nothing was half-written "
+        f"and {kept}"
+    )
 
+
+def load_checkpoint(s: Setup) -> TrainState:
+    """The run folder's state.pt loaded into the model, optimizer and RNGs (every rank reads
+    it); its training state."""
     _check_same_model(s)
-    state = ckpt.load_state(s.run.file(STATE))
+    state = ckpt.load_state(s.run_path / STATE)
     s.model.load_state_dict(state["model"])
     s.step.optimizer.load_state_dict(state["optimizer"])
     if s.step.scheduler is not None and state["scheduler"] is not None:
@@ -263,55 +428,44 @@ def resume(s: Session) -> None:
     if s.step.scaler is not None and state["scaler"] is not None:
         s.step.scaler.load_state_dict(state["scaler"])
     ckpt.set_rng_state(state["rng"])
-    for key in ("epoch", "step_in_epoch", "sums", "global_step", "epoch_lr", "best", "wait"):
-        setattr(s, key, state[key])
-    s.history = History(state["history"])
-    done = s.epoch >= s.cfg.epochs and not s.step_in_epoch
-    if done:
-        raise RunError(
-            f"run '{s.run.path}' already trained {s.epoch} epochs; pass a larger --epochs "
-            "to train it further"
-        )
-    where = f"epoch {s.epoch + 1}" + (f", step {s.step_in_epoch}" if s.step_in_epoch else "")
-    s.display.message(f"resuming {s.run.path} at {where}")
+    st = TrainState(**{key: state[key] for key in _STATE_KEYS}, history=History(state["history"]))
+    stopped = state.get("stopped")
+    if stopped in set(StopReason):
+        st.history.stopped = StopReason(stopped)
+    return st
 
 
-def _check_same_model(s: Session) -> None:
-    saved = s.run.read_config()["model"]
+def _check_same_model(s: Setup) -> None:
+    saved = RunFolder(s.run_path).read_config()["model"]
     now = model_description(s.model)
     for key in ("name", "input_shape", "num_classes"):
         if saved.get(key) != now.get(key):
             raise RunError(
-                f"cannot resume '{s.run.path}': its model {key} is {saved.get(key)!r}, "
+                f"cannot resume '{s.run_path}': its model {key} is {saved.get(key)!r}, "
                 f"this one's is {now.get(key)!r}"
             )
 
 
-def improved(s: Session, row: dict[str, float]) -> bool:
-    """Track the best epoch by ``cfg.monitor`` (train metrics when there is no validation)."""
-    key = s.cfg.monitor if s.cfg.monitor in row else s.cfg.monitor.removeprefix("val_")
-    value = row.get(key, math.nan)
-    if not math.isfinite(value):
-        return s.best["epoch"] is None
-    best = s.best["value"]
-    better = best is None or (value < best if key.endswith("loss") else value > best)
-    if better:
-        s.best = {"value": value, "epoch": s.epoch, "metric": key}
-    return better
+def agreed(env: DistEnv, decide: Callable[[], Any]) -> Any:
+    """``decide()`` run by rank 0 alone (it creates folders), its answer broadcast to every
+    rank; a RunError it raises is raised on every rank."""
+    answer: tuple[Any, str | None] = (None, None)
+    if env.is_main:
+        try:
+            answer = (decide(), None)
+        except RunError as err:
+            answer = (None, str(err))
+    value, error = distributed.broadcast(answer, env)
+    if error is not None:
+        raise RunError(error)
+    return value
 
 
-def write_config(s: Session) -> None:
-    """config.yaml and summary.txt at the start of a new run (rank 0)."""
-    from cnnlab.summary import summary
-    from cnnlab.train.run import SUMMARY
+def agreed_path(env: DistEnv, prepare: Callable[[], Path]) -> Path:
+    """:func:`agreed` for a folder path."""
+    return Path(agreed(env, lambda: str(prepare())))
 
-    if s.run is None or s.cfg.resume:
-        return
-    s.run.write_yaml(CONFIG, run_config(s))
-    try:
-        text = summary(s.model).to_text()
-    except Exception as err:  # a summary is a courtesy: a model it cannot trace still trains
-        text = f"(no summary: {type(err).__name__}: {err})"
-    from cnnlab.atomic import write_text_atomic
 
-    write_text_atomic(s.run.file(SUMMARY), text + "\n")
+def data_name(loaders: Loaders) -> str:
+    """A folder-name-safe name of the data (its last path component)."""
+    return Path(loaders.source).name.replace(" ", "_") or "data"
