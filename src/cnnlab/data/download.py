@@ -1,13 +1,10 @@
-"""Downloads verified by size and checksum (through pooch), and tar extraction that stays inside.
+"""Downloads verified by size and checksum (with pooch), and tar extraction that stays inside.
 
-The registered remote datasets (:mod:`cnnlab.data.remote`) all come through :func:`fetch`: pooch
-streams a :class:`RemoteFile` from each mirror in turn (``http://``, ``https://`` or ``file://``)
-into a temporary file beside the target, checks the checksum and only then renames it into place,
-so a wrong or truncated download is never used nor left where it would be trusted. Here the
-stream is also cut off as soon as it passes the expected size (a hostile mirror may never stop),
-and SIGTERM, like Ctrl-C, removes the temporary file before the process ends.
-:func:`safe_extract` unpacks a tar archive with ``tarfile``'s ``data`` filter after refusing links,
-special files, absolute paths and ``..``.
+:func:`fetch` has pooch stream a :class:`RemoteFile` from each mirror in turn (``http(s)://``,
+``file://``) into a temporary file, check its digest and only then rename it into place; a
+stream is cut off past the expected size, and SIGTERM (like Ctrl-C) removes the temporary file.
+:func:`safe_extract` refuses links, special files, absolute paths and ``..``, then extracts with
+``tarfile``'s ``data`` filter.
 """
 
 from __future__ import annotations
@@ -93,15 +90,8 @@ def fetch(
     To use a local or air-gapped mirror for the registered datasets, set ``CNNLAB_DATA_MIRROR``
     (see :mod:`cnnlab.data.remote`).
 
-    Args:
-        file: what to fetch and how to verify it.
-        directory: where the file lives (created on demand).
-        download: allow downloading a missing or corrupt file.
-        progress: show a Rich progress bar while downloading.
-
     Raises:
-        ChecksumError: the file (local, or downloaded from every mirror) has the wrong size or
-            digest, or the download was cut short or went on past the expected size.
+        ChecksumError: the file (local, or from every mirror) has the wrong size or digest.
         DataError: the file is missing and ``download`` is False, or no mirror could be reached.
     """
     directory = Path(directory)
@@ -115,7 +105,7 @@ def fetch(
                 f"{target}: {problem}; delete the file to download it again, or allow "
                 f"downloads ({_ALLOW}) so that cnnlab replaces it"
             )
-        _remove_quietly(target)  # known bad: never leave it where a later run could trust it
+        target.unlink()  # known bad: never leave it where a later run could trust it
     elif not download:
         raise DataError(
             f"{file.filename} is not in {directory} and downloading is off; download it from "
@@ -129,11 +119,6 @@ def fetch(
 
 def _marker(target: Path) -> Path:
     return target.with_name(target.name + VERIFIED_SUFFIX)
-
-
-def _remove_quietly(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    _marker(path).unlink(missing_ok=True)
 
 
 def _stamp(target: Path, algorithm: str, digest: str) -> dict:
@@ -163,24 +148,22 @@ class _Terminated(BaseException):
     """SIGTERM, raised so that ``finally`` blocks (pooch's temporary file) run before exiting."""
 
 
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
 @contextlib.contextmanager
 def _cleanup_on_sigterm():
     """While inside, SIGTERM unwinds like Ctrl-C, then kills the process as it would have.
 
-    Only where SIGTERM has its default action (which skips all cleanup) and in the main thread;
-    a handler someone installed (training's stop flag) is left alone.
+    Only in the main thread, where SIGTERM has its default action (which skips all cleanup); a
+    handler someone installed (training's stop flag) is left alone.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
-    ):
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
-
-    def raise_terminated(signum, frame):
-        raise _Terminated
-
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     except _Terminated:
@@ -225,12 +208,8 @@ def _describe(error: Exception) -> str:
 
 
 class _Sink:
-    """Where pooch's downloader writes one mirror's stream: counts it and cuts it off.
-
-    pooch's HTTPDownloader takes it as the output file and as the progress bar (which is given
-    the Content-Length as ``total``), so a stream is stopped at the expected size, and a
-    connection closed early is reported with both byte counts.
-    """
+    """One mirror's stream: pooch's HTTPDownloader writes to it as its output file, and gives it
+    the Content-Length as ``total`` as its progress bar; it counts the bytes and cuts them off."""
 
     def __init__(self, file: RemoteFile, url: str, target: Path):
         self.file, self.url, self.target = file, url, target
@@ -275,7 +254,6 @@ class _Sink:
                 self.write(chunk)
 
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk``, or refuse a stream longer than the expected size."""
         self.received += len(chunk)
         if self.total > self.limit:
             raise self.fail(f"announces {self.total} bytes, expected {self.limit} bytes")
@@ -286,13 +264,10 @@ class _Sink:
         self.out.write(chunk)
         self.advance(len(chunk))
 
-    def flush(self) -> None:  # pooch flushes after every chunk; the file is closed at the end
+    def update(self, n: int | None = None) -> None:  # pooch's progress-bar protocol: see write
         pass
 
-    def update(self, n: int | None = None) -> None:  # progress-bar protocol (see write)
-        pass
-
-    reset = close = update
+    flush = reset = close = update  # no flush after every chunk: the file is closed at the end
 
     def explain(self, error: Exception) -> Exception:
         """``error`` as the one-line failure of this mirror (pooch's hash mismatch reworded)."""
@@ -309,14 +284,12 @@ def _archive_stamp(archive: Path) -> dict:
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Extract a tar archive (plain, gzip, bzip2 or xz) into ``dest``, refusing unsafe members.
+    """Extract a tar archive (any compression) into ``dest``, refusing unsafe members.
 
-    Absolute paths, paths that leave ``dest`` through ``..``, symbolic and hard links, devices
-    and FIFOs are refused by a check of each member before it is written; ``tarfile``'s ``data``
-    filter (Python >= 3.10.12) then guards the writing too. Extraction goes into a temporary
-    folder beside ``dest``, renamed to ``dest`` only when complete, so a refusal, a crash or
-    SIGTERM leaves no half-extracted tree. A marker records which archive (name, size,
-    modification time) was extracted, so it is not redone until the archive changes.
+    Links, devices, FIFOs, absolute paths and paths leaving ``dest`` are refused before they are
+    written, and ``tarfile``'s ``data`` filter (Python >= 3.10.12) guards the writing too. A
+    temporary folder becomes ``dest`` only when complete, so a refusal, a crash or SIGTERM leaves
+    no half-extracted tree; a marker (archive name, size, mtime) saves extracting it again.
 
     Raises:
         UnsafeArchiveError: a member is unsafe (the message names the archive and the member).
