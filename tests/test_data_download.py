@@ -542,13 +542,18 @@ def _fuzz_sources(tmp_path):
 def _fuzz_case(tmp_path, monkeypatch, sources, rng, case):
     """One damaged download (or hostile archive), loaded; returns the error or None."""
     home = tmp_path / f"home{case}"
-    if rng.random() < 0.25:  # a hostile member among good ones
+    if rng.random() < 0.3:  # a hostile member among good ones, or a damaged archive
         archive = _tar_with(tmp_path / f"a{case}.tgz", _hostile_member(rng))
+        hostile = rng.random() < 0.7
+        if not hostile:
+            good = _tar_with(tmp_path / f"g{case}.tgz", (_info("top/b.bin"), rng.bytes(30_000)))
+            archive.write_bytes(_damage(good.read_bytes(), rng))
         try:
             safe_extract(archive, home / "dest")
         except CnnlabError as error:
             return error, archive.name
-        raise AssertionError(f"case {case}: a hostile archive was extracted")
+        assert not hostile, f"case {case}: a hostile archive was extracted"
+        return None, archive.name
     dataset, role, good = sources[int(rng.integers(len(sources)))]
     for other, other_role, path in sources:  # the other files of the dataset stay good
         if other == dataset:

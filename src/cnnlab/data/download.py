@@ -334,11 +334,12 @@ def _extract_members(archive: Path, into: Path) -> None:
     except _FILTER_ERRORS as error:
         name = getattr(error.tarinfo, "name", "?")
         raise UnsafeArchiveError(
-            f"{archive}: refusing to extract member {name!r}: {error}"
+            f"{archive}: refusing to extract member {name!r}: {_describe(error)}"
         ) from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DataError(
-            f"{archive}: cannot extract ({error}); the archive may be truncated or corrupt — "
+            f"{archive}: cannot extract ({_describe(error)}); the archive may be truncated or "
+            f"corrupt — "
             f"delete it and download it again"
         ) from None
 
