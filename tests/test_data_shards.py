@@ -3,6 +3,8 @@ corrupt members, manifest errors, safe re-packing, and parity with the in-memory
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import re
@@ -99,7 +101,7 @@ def test_folder_round_trip_keeps_original_bytes(tmp_path):
         stored, keys = Counter(), []
         for shard in record["shards"]:
             path = tmp_path / "pack" / shard["name"]
-            assert shard["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+            assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
             samples = tar_samples(path)
             assert len(samples) == shard["samples"]
             for key, members in samples:
@@ -353,7 +355,7 @@ def _rewrite_members(shard: Path, change) -> list[str]:
     with tarfile.open(shard) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar]
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for i, (member, data) in enumerate(members):
             data = change(i, member.name, data)
             member.size = len(data)
@@ -362,18 +364,34 @@ def _rewrite_members(shard: Path, change) -> list[str]:
     return [m.name for m, _ in members]
 
 
+def resign(pack: Path) -> None:
+    """Record the shards' current digests and sizes in the manifest, as a consistent (hostile
+    or buggy) pack author would, so what lies behind the digest check is reached too."""
+    manifest = json.loads((pack / "manifest.json").read_text())
+    for record in manifest["splits"].values():
+        for shard in record["shards"]:
+            data = (pack / shard["name"]).read_bytes()
+            shard["sha256"] = hashlib.sha256(data).hexdigest()
+            shard["bytes"] = len(data)
+    (pack / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _corrupt_first_image(shard: Path) -> str:
     """Replace the first image member of ``shard`` by junk; returns that member's name."""
     names = _rewrite_members(
-        shard, lambda i, name, data: b"\x89PNG\r\n\x1a\n junk" if i == 0 else data
+        shard, lambda i, name, data: b"\x89PNG\r\n\x1a\n junk" if i == 1 else data
     )
-    return names[0]
+    assert names[0].endswith(".cls") and names[1].endswith(".png")  # key.cls, then key.png
+    return names[1]
 
 
 def test_corrupt_member_skipped_counted_or_strict(tmp_path):
     pack_shards(numbered_set(10), tmp_path / "pack", 2)
     shard = tmp_path / "pack" / "train-00001.tar"
     member = _corrupt_first_image(shard)
+    with pytest.raises(DataError, match=re.escape(f"{shard}: sha256 ")):
+        ShardDataset(tmp_path / "pack")  # changed since packing: refused
+    resign(tmp_path / "pack")  # a digest that matches, an image that does not decode
     dataset = ShardDataset(tmp_path / "pack")
     with pytest.warns(DataWarning, match="skipped 1 of 10"):
         assert len(list(dataset)) == 9
@@ -387,39 +405,165 @@ def test_corrupt_member_skipped_counted_or_strict(tmp_path):
         list(ShardDataset(tmp_path / "pack", strict=True))
 
 
-def test_truncated_shard_and_bad_labels(tmp_path):
-    pack_shards(numbered_set(10, classes=("a", "b")), tmp_path / "pack", 2)
-    shard = tmp_path / "pack" / "train-00000.tar"
-    sample_bytes = 4 * 512  # header + tiny PNG + header + label, each padded to 512 bytes
+def test_truncated_shard_and_bad_labels_are_refused(tmp_path):
+    pack = tmp_path / "pack"
+    pack_shards(numbered_set(10, classes=("a", "b")), pack, 2)
+    shard = pack / "train-00000.tar"
+    sample_bytes = 4 * 512  # header + label + header + tiny PNG, each padded to 512 bytes
     shard.write_bytes(shard.read_bytes()[: 2 * sample_bytes + 100])  # cut in the 3rd sample
-    labels = {1: b"7", 3: b"x"}  # member 1 is sample 0's label, member 3 sample 1's
-    _rewrite_members(
-        tmp_path / "pack" / "train-00001.tar", lambda i, name, data: labels.get(i, data)
-    )
-    dataset = ShardDataset(tmp_path / "pack", shuffle=False)
-    with pytest.warns(DataWarning, match="skipped 3 of 10"):
-        assert len(list(dataset)) == 2 + 3  # 2 before the cut, 3 good labels in shard 1
-    assert "train-00000.tar: unreadable after sample '00000001'" in dataset.skipped[0]
-    assert "truncated" in dataset.skipped[0]
-    assert "label '7' is not a class index in [0, 2)" in dataset.skipped[1]
-    assert "label 'x'" in dataset.skipped[2]
+    with pytest.raises(DataError, match=re.escape(f"{shard}: sha256 ")):
+        ShardDataset(pack)
+    resign(pack)
+    with pytest.raises(DataError, match=re.escape(f"{shard}: truncated")):
+        read_shards(pack)
+    pack_shards(numbered_set(10, classes=("a", "b")), pack, 2, overwrite=True)
+    labels = {0: b"7", 2: b"x"}  # member 0 is sample 0's label, member 2 sample 1's
+    _rewrite_members(pack / "train-00001.tar", lambda i, name, data: labels.get(i, data))
+    resign(pack)
+    with pytest.raises(DataError, match=r"labels \[-1, 7\] are not class indices"):
+        ShardDataset(pack)
 
 
-def test_tar_reader_handles_long_names_and_checks_headers():
-    long = "d" * 90 + "/" + "k" * 70 + ".jpg"
-    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
-            for name, data in ((long, b"abc"), ("x.cls", b"1")):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        buffer.seek(0)
-        assert [(n, read()) for n, read in tar_members(buffer)] == [(long, b"abc"), ("x.cls", b"1")]
+def test_tar_reader_reads_ustar_and_checks_headers():
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("x.jpg", b"abc"), ("x.cls", b"1")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    assert [(n, s, read()) for n, s, _, read in tar_members(buffer)] == [
+        ("x.jpg", 3, b"abc"),
+        ("x.cls", 1, b"1"),
+    ]
     damaged = bytearray(buffer.getvalue())
-    damaged[1100] ^= 0xFF  # a byte of the long-name member's header
+    damaged[1100] ^= 0xFF  # a byte of the second member's header (blocks 0-1: the first)
     with pytest.raises(TarFormatError, match="checksum"):
         list(tar_members(io.BytesIO(bytes(damaged))))
+    with pytest.raises(TarFormatError, match="truncated"):
+        list(tar_members(io.BytesIO(buffer.getvalue()[:1000])))
+
+
+def _add_member(shard: Path, info: tarfile.TarInfo, data: bytes = b"") -> None:
+    """Append ``info`` (with ``data``) to a shard, in the given tar format."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member, content in [*members, (info, data)]:
+            tar.addfile(member, io.BytesIO(content) if member.isfile() else None)
+
+
+def _member(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    if kind == tarfile.SYMTYPE:
+        info.linkname = "/etc/passwd"
+    return info
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _member("../evil.cls", 1),
+        _member("/tmp/absolute.jpg", 1),
+        _member("00000009.txt", 1),
+        _member("sub/00000009.cls", 1),
+        _member("00000009.jpg", 0, tarfile.SYMTYPE),
+        _member("d" * 120 + ".cls", 1),  # a pax long name
+        _member(".hidden.cls", 1),
+    ],
+    ids=["dotdot", "absolute", "unknown", "folder", "symlink", "long", "hidden"],
+)
+def test_unexpected_members_are_refused(tmp_path, member):
+    pack = tmp_path / "pack"
+    pack_shards(numbered_set(6), pack, 1)
+    _add_member(pack / "train-00000.tar", member, b"1" * member.size)
+    resign(pack)
+    with pytest.raises(DataError, match=r"train-00000\.tar: member .* is not a sample's image"):
+        read_shards(pack)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "manifest.json",
+        "pack",
+        "train-00000.tar",
+    ]  # nothing extracted anywhere
+
+
+def test_digest_counts_and_manifest_edits_are_refused(tmp_path):
+    pack = tmp_path / "pack"
+    original = pack_shards(numbered_set(10), pack, 2)
+    shard = pack / "train-00000.tar"
+    good = shard.read_bytes()
+    data = bytearray(good)
+    data[700] ^= 0x01  # two flipped bytes inside the first image
+    data[701] ^= 0x80
+    shard.write_bytes(bytes(data))
+    expected = read_manifest(pack)["splits"]["train"]["shards"][0]["sha256"]
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    for read in (ShardDataset, read_shards, lambda p: ShardLoader(p, "train", 4)):
+        with pytest.raises(DataError) as err:
+            read(pack)
+        assert str(shard) in str(err.value) and expected in str(err.value)
+        assert actual in str(err.value) and "\n" not in str(err.value)
+    shard.write_bytes(good)
+    edits = [
+        (("train", 0, "samples"), 6, "num_samples 10 is not its shards' sum"),
+        (("train", "num_samples"), 11, "num_samples 11 is not its shards' sum"),
+        (("train", "class_counts", "a"), 5, "do not sum to 10"),
+        (("train", 0, "sha256"), "abc", "'sha256' must be a hex digest"),
+        (("train", 0, "name"), "../escape.tar", "bad shard name"),
+    ]
+    for path, value, match in edits:
+        manifest = copy.deepcopy(original)
+        _set(manifest, path, value)
+        (pack / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match=re.escape(match)):
+            ShardDataset(pack)
+    manifest = copy.deepcopy(original)
+    for path, value in ((("train", 0, "samples"), 6), (("train", 1, "samples"), 4)):
+        _set(manifest, path, value)  # consistent sums, wrong per-shard counts
+    (pack / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"train-00000\.tar: holds 5 samples, .* records 6"):
+        ShardDataset(pack)
+    manifest = copy.deepcopy(original)
+    counts = manifest["splits"]["train"]["class_counts"]
+    counts["a"], counts["b"] = counts["a"] + 1, counts["b"] - 1
+    (pack / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"class 'a': records 5 samples, the shards hold 4"):
+        ShardDataset(pack)
+
+
+def _set(manifest: dict, path: tuple, value) -> None:
+    """Set a manifest field: (split, shard index, key) or (split, key[, subkey])."""
+    record = manifest["splits"][path[0]]
+    target = record["shards"][path[1]] if isinstance(path[1], int) else record
+    keys = path[2:] if isinstance(path[1], int) else path[1:]
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+
+
+def test_verification_is_cached_and_rechecked_when_a_shard_changes(tmp_path, monkeypatch):
+    from cnnlab.data import shards_read
+
+    pack = tmp_path / "pack"
+    pack_shards(numbered_set(12), pack, 3)
+    scans = []
+    real = shards_read._structure
+    monkeypatch.setattr(shards_read, "_structure", lambda h: scans.append(1) or real(h))
+    dataset = ShardDataset(pack, seed=1)
+    assert len(scans) == 3
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        assert len(list(dataset)) == 12
+    ShardLoader(pack, "train", 4)
+    assert len(scans) == 3  # later epochs and loaders pay a stat per shard, no read
+    shard = pack / "train-00002.tar"
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF
+    shard.write_bytes(bytes(data))  # changed between epochs
+    with pytest.raises(DataError, match=re.escape(f"{shard}: sha256 ")):
+        list(dataset)
+    assert len(scans) == 4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,33 +1,45 @@
-"""Reading shard packs: the manifest, a streaming ``IterableDataset`` and whole-pack loading.
+"""Reading shard packs: the manifest, verification, a streaming ``IterableDataset``, whole-pack
+loading.
 
 A pack (written by :func:`cnnlab.data.shards_write.pack_shards`) is a folder of tar shards in the
-WebDataset layout, ``{split}-{i:05d}.tar`` holding ``{key}.jpg`` + ``{key}.cls`` pairs, and a
-``manifest.json`` that lists the shards of each split with their sample counts.
+WebDataset layout, ``{split}-{i:05d}.tar`` holding ``{key}.cls`` + ``{key}.jpg`` pairs, and a
+``manifest.json`` listing each split's shards with their sample counts and sha256 digests.
+
+Verification: before a shard is used, its sha256, sample count, labels and member names are
+checked against the manifest, once per file state (cached by path, size and mtime_ns, so later
+epochs and loaders pay a ``stat``). A shard that fails refuses the pack with a one-line
+:class:`DataError` naming it (and both digests): the manifest's counts decide which samples each
+rank and worker reads, so a shard that is not what was packed cannot be skipped without shifting
+everyone's share, and a pack that was tampered with is better re-made than half-trusted. Only
+the members a pack has are accepted: ``KEY.cls`` and one ``KEY.<image>`` per sample, KEY a plain
+name (no ``/``, ``..`` or absolute paths; nothing is ever extracted, so nothing is written).
 
 Splitting the work: the manifest's counts let every consumer (distributed rank x DataLoader
-worker) compute, without talking to the others, which samples of the epoch are its own. The
-epoch's shuffled shard list is seen as one stream of samples; rank ``r`` takes the contiguous
-range ``[r*P, (r+1)*P)`` of it (``P = ceil(N / world_size)``; the stream wraps around to pad, as
-``DistributedSampler`` pads) and each worker a contiguous part of its rank's range. A consumer
-opens only the shards its range touches, so most shards are read by one consumer only, and a
-range boundary inside a shard costs reading (not decoding) the other part. Unlike a plain
-"shards[worker::num_workers]" split, no worker idles when there are fewer shards than workers,
-and every rank yields the same number of samples (DDP needs equal step counts).
+worker) compute which samples of the epoch are its own. The epoch's shuffled shard list is one
+stream of samples; rank ``r`` takes ``[r*P, (r+1)*P)`` of it (``P = ceil(N / world_size)``,
+wrapping around to pad as ``DistributedSampler`` does) and each worker a contiguous part of its
+rank's range, so no worker idles when there are fewer shards than workers and every rank yields
+the same number of samples (DDP needs equal step counts).
 
-Lessons: the streaming path for data larger than memory (the data issue); the flowers lesson's
-``image_dataset_from_directory`` pipelines are the in-memory counterpart.
+Why a hand-written tar reader (the hot path): webdataset's reader (``tarfile`` underneath) costs
+about 170 us per CIFAR-sized sample, twice the JPEG decode, and halved the streaming epoch
+(benchmarks/NOTES.md); :func:`tar_members` costs a few. Shards are written by webdataset.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import os
 import random
+import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -45,10 +57,17 @@ PACK_FORMAT = "cnnlab-shards"
 PACK_VERSION = 1
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = frozenset(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-
+TAR_BLOCK = 512
+MAX_SIDE = 8192  # an image_size beyond this in a manifest is an edit, not a pack
 # Random streams of derive_seed (DeviceLoader uses 0 for its order and 1 for augmentation).
 SHARD_ORDER_STREAM = 2
 BUFFER_STREAM = 3
+_MEMBER = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z]+)")  # KEY.ext: no '/', '..' or '.hidden'
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a plain file name in the pack
+
+
+class TarFormatError(DataError):
+    """A shard that is not a well-formed tar archive (bad header, truncated)."""
 
 
 def is_shard_pack(path: str | os.PathLike) -> bool:
@@ -57,22 +76,21 @@ def is_shard_pack(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / MANIFEST_NAME).is_file()
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _manifest_error(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what} (re-create the pack with `cnnlab data pack`)")
 
 
 def read_manifest(pack_dir: str | os.PathLike) -> dict:
-    """Read and check ``pack_dir/manifest.json``.
-
-    Args:
-        pack_dir: the pack folder.
-
-    Returns:
-        The manifest dict (keys: format, version, classes, channels, image_size, splits, ...).
+    """Read and check ``pack_dir/manifest.json`` (every field a reader uses, and their sums).
 
     Raises:
         DataError: naming the manifest file, when it is missing, not JSON, of another format or
-            version, or lacks a field the reader needs.
+            version, or has a field that is missing, of the wrong type or inconsistent.
     """
     path = Path(pack_dir).expanduser() / MANIFEST_NAME
     if not path.is_file():
@@ -82,40 +100,64 @@ def read_manifest(pack_dir: str | os.PathLike) -> dict:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _manifest_error(path, f"not a valid manifest ({err})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise _manifest_error(path, f"not a valid manifest ({_short(str(err))})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise _manifest_error(path, f"format is {found!r}, expected {PACK_FORMAT!r}")
+        raise _manifest_error(path, f"format is {_short(found)}, expected {PACK_FORMAT!r}")
     if manifest.get("version") != PACK_VERSION:
         raise _manifest_error(
-            path, f"pack version {manifest.get('version')!r}; this cnnlab reads {PACK_VERSION}"
+            path, f"pack version {_short(manifest.get('version'))}; this cnnlab reads 1"
         )
-    classes, channels = manifest.get("classes"), manifest.get("channels")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise _manifest_error(path, f"'classes' must be a list of names, got {classes!r}")
-    if channels not in (1, 3):
-        raise _manifest_error(path, f"'channels' must be 1 or 3, got {channels!r}")
-    splits = manifest.get("splits")
-    if not isinstance(splits, dict) or not splits:
-        raise _manifest_error(path, f"'splits' must map split names to shards, got {splits!r}")
-    for split, record in splits.items():
-        _check_split_record(path, split, record)
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise _manifest_error(path, problem)
     return manifest
 
 
-def _check_split_record(path: Path, split: str, record) -> None:
-    shards = record.get("shards") if isinstance(record, dict) else None
-    if not isinstance(shards, list):
-        raise _manifest_error(path, f"split {split!r} has no 'shards' list")
-    for shard in shards:
-        name = shard.get("name") if isinstance(shard, dict) else None
-        samples = shard.get("samples") if isinstance(shard, dict) else None
-        # A shard name is a plain file name: a manifest must not point outside its folder.
-        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
-            raise _manifest_error(path, f"split {split!r}: bad shard name {name!r}")
-        if not isinstance(samples, int) or samples < 0:
-            raise _manifest_error(path, f"shard {name!r}: bad sample count {samples!r}")
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0  # not bool, not float
+
+
+def _manifest_problem(manifest: dict) -> str:
+    """What is wrong with a manifest's fields, or ""."""
+    classes, size = manifest.get("classes"), manifest.get("image_size")
+    if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
+        return f"'classes' must be a list of distinct names, got {_short(classes)}"
+    if not all(isinstance(c, str) for c in classes):
+        return f"'classes' must be a list of distinct names, got {_short(classes)}"
+    if manifest.get("channels") not in (1, 3) or type(manifest["channels"]) is not int:
+        return f"'channels' must be 1 or 3, got {_short(manifest.get('channels'))}"
+    sides = size if isinstance(size, list) and len(size) == 2 else [0]
+    if size is not None and not all(_is_count(s) and 1 <= s <= MAX_SIDE for s in sides):
+        return f"'image_size' must be [height, width] or null, got {_short(size)}"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLITS):
+        return f"'splits' must map train/val/test to shards, got {_short(splits)}"
+    names = []
+    for split, record in splits.items():
+        shards = record.get("shards") if isinstance(record, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards or [0]):
+            return f"split {split!r} has no 'shards' list"
+        for shard in shards:
+            name, sha = shard.get("name"), shard.get("sha256")
+            if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
+                return f"split {split!r}: bad shard name {_short(name)}"
+            if not _is_count(shard.get("samples")) or not _is_count(shard.get("bytes")):
+                return f"shard {name!r}: bad sample or byte count {_short(shard.get('samples'))}"
+            if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+                return f"shard {name!r}: 'sha256' must be a hex digest, got {_short(sha)}"
+            names.append(name)
+        total, counts = record.get("num_samples"), record.get("class_counts")
+        if total != sum(s["samples"] for s in shards) or not _is_count(total):
+            return f"split {split!r}: num_samples {_short(total)} is not its shards' sum"
+        if not isinstance(counts, dict) or list(counts) != classes:
+            return f"split {split!r}: 'class_counts' must count every class, got {_short(counts)}"
+        if not all(map(_is_count, counts.values())) or sum(counts.values()) != total:
+            return f"split {split!r}: class_counts {_short(counts)} do not sum to {total}"
+    if len(set(names)) != len(names):
+        return "a shard is listed twice"
+    return ""
 
 
 def shard_stats(
@@ -128,9 +170,15 @@ def shard_stats(
     """
     manifest = read_manifest(pack_dir)
     record = _split_record(manifest, Path(pack_dir), split)
-    if "mean" not in record or "std" not in record:
-        raise DataError(f"{Path(pack_dir) / MANIFEST_NAME}: split {split!r} has no statistics")
-    return tuple(record["mean"]), tuple(record["std"])
+    mean, std = record.get("mean"), record.get("std")
+    for values in (mean, std):
+        ok = isinstance(values, list) and len(values) == manifest["channels"]
+        if not ok or not all(type(v) in (int, float) and 0 <= v <= 1 for v in values):
+            raise DataError(
+                f"{Path(pack_dir) / MANIFEST_NAME}: split {split!r} has no valid statistics "
+                f"(mean {_short(mean)}, std {_short(std)})"
+            )
+    return tuple(mean), tuple(std)
 
 
 def _split_record(manifest: dict, pack_dir: Path, split: str) -> dict:
@@ -138,6 +186,159 @@ def _split_record(manifest: dict, pack_dir: Path, split: str) -> dict:
         have = ", ".join(manifest["splits"])
         raise DataError(f"{pack_dir}: the pack has no {split!r} split (available: {have})")
     return manifest["splits"][split]
+
+
+# ---------------------------------------------------------------------------------------------
+# the tar hot path and verification
+
+
+def _octal(field: bytes) -> int:
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if text and not text.isdigit():  # int() would also take "-1", "+1", "1_0"
+        raise TarFormatError(f"bad number field {field!r} in a tar header")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise TarFormatError(f"bad octal field {field!r} in a tar header") from None
+
+
+def tar_members(handle) -> Iterator[tuple[str, int, bytes, Callable[[], bytes]]]:
+    """Members of a ustar stream: ``(name, size, type flag, read)``, in archive order.
+
+    ``read()`` returns the member's bytes; a member not read is passed over with a seek. Names
+    are the header's name field; a header using the ustar prefix field gets type flag
+    ``b"prefix"`` (the pack writer never needs it), so a verifier can refuse it.
+
+    Raises:
+        TarFormatError: a header with a bad checksum or number, or an archive that ends
+            mid-member or without its end-of-archive block.
+    """
+    while True:
+        header = handle.read(TAR_BLOCK)
+        if len(header) < TAR_BLOCK:
+            raise TarFormatError("truncated: the archive ends without its end-of-archive block")
+        if not any(header):
+            return  # end-of-archive block
+        if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
+            raise TarFormatError(f"bad header checksum at byte {handle.tell() - TAR_BLOCK}")
+        size, kind = _octal(header[124:136]), header[156:157]
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        kind = b"prefix" if any(header[345:500]) else kind
+        box: list[bytes] = []
+        yield name, size, kind, lambda n=size, box=box: box.append(handle.read(n)) or box[0]
+        if box and len(box[0]) < size:
+            raise TarFormatError(f"truncated inside member {name!r}")
+        handle.seek((0 if box else size) + -size % TAR_BLOCK, 1)
+
+
+class ShardFacts(NamedTuple):
+    """What a shard file holds: its digest, samples, labels (``-1``: unreadable), a problem."""
+
+    sha256: str
+    samples: int
+    labels: Counter
+    problem: str
+
+
+_FACTS: dict[tuple[str, int, int], ShardFacts] = {}  # by (path, size, mtime_ns): once per state
+
+
+def shard_facts(path: Path) -> tuple[ShardFacts, tuple[int, int]]:
+    """The facts of a shard file (scanned once per file state) and its (size, mtime_ns)."""
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _FACTS:
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256()
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+                handle.seek(0)
+                _FACTS[key] = ShardFacts(digest.hexdigest(), *_structure(handle))
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the shard ({err.strerror or err})") from None
+    return _FACTS[key], key[1:]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _structure(handle) -> tuple[int, Counter, str]:
+    """(samples, label counts, first structural problem or "") of a tar stream."""
+    samples, labels, key, exts = 0, Counter(), None, []
+    incomplete = "sample {!r} is not one image and one .cls label"
+    try:
+        for name, size, kind, read in tar_members(handle):
+            match = _MEMBER.fullmatch(name)
+            ext = match[2].lower() if match else ""
+            if kind not in (b"0", b"\0") or ext not in IMAGE_EXTS | {"cls"}:
+                return samples, labels, f"member {name!r} is not a sample's image or .cls label"
+            if match[1] != key:
+                if key is not None and not _complete(exts):
+                    return samples, labels, incomplete.format(key)
+                samples, key, exts = samples + 1, match[1], []
+            if ext in exts or len(exts) == 2:
+                return samples, labels, incomplete.format(key)
+            exts.append(ext)
+            if ext == "cls":
+                text = read() if size <= 20 else b""  # a label is a few digits
+                labels[int(text) if text.strip().isdigit() else -1] += 1
+    except TarFormatError as err:
+        return samples, labels, str(err)
+    if key is not None and not _complete(exts):
+        return samples, labels, incomplete.format(key)
+    return samples, labels, ""
+
+
+def _complete(exts: list[str]) -> bool:
+    return len(exts) == 2 and "cls" in exts
+
+
+def verify_split(pack_dir: Path, manifest: dict, split: str) -> dict[str, tuple[int, int]]:
+    """Check every shard of ``split`` against the manifest (see the module docstring).
+
+    Returns:
+        The (size, mtime_ns) each shard had when it was verified, by shard name.
+
+    Raises:
+        DataError: one line naming the first shard that is missing, corrupt, or not what the
+            manifest records (digest, sample count, labels, members).
+    """
+    where = pack_dir / MANIFEST_NAME
+    record, classes = manifest["splits"][split], manifest["classes"]
+    tally, stamps = Counter(), {}
+    for shard in record["shards"]:
+        path = pack_dir / shard["name"]
+        if not path.is_file():
+            raise DataError(f"{path}: shard listed in {where} is missing")
+        facts, stamps[shard["name"]] = shard_facts(path)
+        if facts.sha256 != shard["sha256"]:
+            raise DataError(
+                f"{path}: sha256 {facts.sha256} differs from {shard['sha256']} recorded in "
+                f"{where}; the shard changed after packing (re-create the pack)"
+            )
+        if facts.problem:
+            raise DataError(f"{path}: {facts.problem} (re-create the pack)")
+        if facts.samples != shard["samples"]:
+            raise DataError(
+                f"{path}: holds {facts.samples} samples, {where} records {shard['samples']}"
+            )
+        tally.update(facts.labels)
+    found = {name: tally.pop(i, 0) for i, name in enumerate(classes)}
+    if tally:
+        raise DataError(f"{pack_dir}/{split}: labels {sorted(tally)} are not class indices")
+    for name, count in record["class_counts"].items():
+        if found[name] != count:
+            raise DataError(
+                f"{where}: split {split!r} class {name!r}: records {count} samples, "
+                f"the shards hold {found[name]}"
+            )
+    return stamps
 
 
 def epoch_segments(counts: list[int], start: int, stop: int) -> list[tuple[int, int, int]]:
@@ -167,6 +368,25 @@ def epoch_segments(counts: list[int], start: int, stop: int) -> list[tuple[int, 
     return segments
 
 
+def _read_groups(shard: Path, lo: int, hi: int) -> Iterator[tuple[int, str, dict[str, bytes]]]:
+    """Samples ``lo`` to ``hi`` of a verified shard: ``(index, key, {ext: bytes})``; earlier
+    samples are passed over without reading their data."""
+    index, key, members = -1, None, {}
+    with open(shard, "rb", buffering=1 << 20) as handle:
+        for name, _, _, read in tar_members(handle):
+            member_key, _, ext = name.partition(".")
+            if member_key != key:
+                if index >= lo:
+                    yield index, key, members
+                index, key, members = index + 1, member_key, {}
+                if index >= hi:
+                    return
+            if index >= lo:
+                members[ext.lower()] = read()
+    if lo <= index < hi:
+        yield index, key, members
+
+
 class ShardDataset(IterableDataset):
     """One split of a shard pack, streamed: yields ``(image uint8 (C, H, W), label int)``.
 
@@ -174,7 +394,7 @@ class ShardDataset(IterableDataset):
     same on every rank and worker), the epoch's samples are divided among distributed ranks and
     DataLoader workers (see the module docstring), and each worker shuffles its samples within a
     buffer of ``buffer_size`` still-encoded samples (seeded by seed, epoch, rank and worker)
-    before decoding them. Corrupt samples are skipped and counted in :attr:`skipped` (in
+    before decoding them. Undecodable images are skipped and counted in :attr:`skipped` (in
     worker processes: reported by a DataWarning from the worker), or raise with ``strict``.
 
     Args:
@@ -182,18 +402,17 @@ class ShardDataset(IterableDataset):
         split: "train", "val" or "test".
         shuffle: shuffle shards and samples (else the stored order).
         seed: seed of the shuffles.
-        buffer_size: samples held for the in-buffer shuffle (encoded, so about 2048 x 3 KB for
-            CIFAR-sized JPEGs).
+        buffer_size: samples held, still encoded, for the in-buffer shuffle.
         channels: 1 or 3 to decode to (default: the pack's).
         image_size: (H, W) to decode to (default: the pack's; required when its sizes vary).
-        strict: raise :class:`CorruptImageError` on a corrupt sample instead of skipping it.
+        strict: raise :class:`CorruptImageError` on an undecodable image instead of skipping it.
         rank: this process's rank in distributed training.
         world_size: number of processes; each rank yields ``ceil(N / world_size)`` samples,
             padded by wrapping around as ``DistributedSampler`` does.
 
     Raises:
-        DataError: a missing or invalid manifest, a missing shard file, an unknown split, or a
-            pack of mixed image sizes without ``image_size``.
+        DataError: a missing or invalid manifest, a missing or unverifiable shard (see
+            :func:`verify_split`), an unknown split, or mixed image sizes without ``image_size``.
     """
 
     def __init__(
@@ -226,12 +445,8 @@ class ShardDataset(IterableDataset):
         self.channels: int = channels or self.manifest["channels"]
         self.image_size = self._resolve_size(image_size)
         self.shards = [self.pack_dir / s["name"] for s in record["shards"]]
-        self.counts = [int(s["samples"]) for s in record["shards"]]
-        for shard in self.shards:
-            if not shard.is_file():
-                raise DataError(
-                    f"{shard}: shard listed in {self.pack_dir / MANIFEST_NAME} is missing"
-                )
+        self.counts = [s["samples"] for s in record["shards"]]
+        self._stamps = verify_split(self.pack_dir, self.manifest, split)
         self.offsets = [0]  # stored position of each shard's first sample
         for count in self.counts:
             self.offsets.append(self.offsets[-1] + count)
@@ -251,10 +466,10 @@ class ShardDataset(IterableDataset):
         if size is None:
             sizes = self.manifest.get("size_range") or "?"
             raise DataError(
-                f"{self.pack_dir}: the pack's images have different sizes ({sizes}); "
+                f"{self.pack_dir}: the pack's images have different sizes ({_short(sizes)}); "
                 f"pass an image size to decode them to, e.g. --image-size 192x192"
             )
-        return int(size[0]), int(size[1])
+        return size[0], size[1]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -310,187 +525,40 @@ class ShardDataset(IterableDataset):
 
     def samples(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator:
         """Decoded samples of one consumer: ``(image, label, stored position)`` tuples, and
-        a "shard member: reason" string for each corrupt sample skipped."""
+        a "shard member: reason" string for each undecodable image skipped."""
         raw = self._raw_samples(self.consumer_segments(epoch, worker, num_workers))
         if self.shuffle:
             rng = random.Random(
                 derive_seed(self.seed, epoch, BUFFER_STREAM, self.rank * 65536 + worker)
             )
             raw = _buffer_shuffle(raw, self.buffer_size, rng)
-        for sample in raw:
-            if isinstance(sample, str):
-                yield sample
-                continue
-            source, data, label, position = sample
+        for source, data, label, position in raw:
             try:
                 image = decode_image_bytes(data, self.channels, self.image_size, source=source)
             except CorruptImageError as err:
-                yield self._skip(str(err))
+                if self.strict:
+                    raise CorruptImageError(f"{err} (strict mode)") from None
+                yield str(err)
                 continue
             yield image, label, position  # (C, H, W) uint8
 
-    def _skip(self, message: str) -> str:
-        if self.strict:
-            raise CorruptImageError(f"{message} (strict mode)")
-        return message
-
     def _raw_samples(self, segments: list[tuple[int, int, int]]) -> Iterator:
         """Still-encoded samples ``(source, image bytes, label, position)`` of ``segments``."""
-        for shard_index, lo, hi in segments:
-            for group in _read_groups(self.shards[shard_index], lo, hi, self._skip):
-                if isinstance(group, str):
-                    yield group
-                    continue
-                index, key, members = group
-                sample = self._check_group(self.shards[shard_index], key, members)
-                if isinstance(sample, str):
-                    yield self._skip(sample)
-                else:
-                    yield (*sample, self.offsets[shard_index] + index)
-
-    def _check_group(self, shard: Path, key: str, members: dict[str, bytes]):
-        """``(source, image bytes, label)`` of one sample, or the reason it is unusable."""
-        images = [ext for ext in members if ext in IMAGE_EXTS]
-        if not images:
-            return f"{shard}: sample {key!r} has no image member (found: {sorted(members)})"
-        if "cls" not in members:
-            return f"{shard}: sample {key!r} has no {key}.cls label member"
-        text = members["cls"].decode("ascii", errors="replace").strip()
-        if not text.isdigit() or int(text) >= len(self.classes):
-            return (
-                f"{shard}: member {key}.cls: label {text!r} is not a class index in "
-                f"[0, {len(self.classes)})"
-            )
-        return f"{shard} member {key}.{images[0]}", members[images[0]], int(text)
-
-
-def _member_key(name: str) -> tuple[str, str]:
-    """WebDataset naming: the key is the path up to the first dot of the file name."""
-    directory, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), ext.lower()
-
-
-class TarFormatError(DataError):
-    """A shard that is not a well-formed tar archive (bad header checksum, truncated)."""
-
-
-TAR_BLOCK = 512
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "lzma"))
-
-
-def _open_shard(path: Path):
-    """Open a shard for sequential reading; gzip/bz2/xz-compressed tars are decompressed."""
-    with open(path, "rb") as probe:
-        head = probe.read(6)
-    for magic, module in _COMPRESSED:
-        if head.startswith(magic):
-            return __import__(module).open(path, "rb")
-    return open(path, "rb", buffering=1 << 20)
-
-
-def _octal(field: bytes, what: str) -> int:
-    if field[:1] and field[0] & 0x80:  # GNU base-256 for values too large for octal
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise TarFormatError(f"bad {what} field {field!r}") from None
-
-
-def _pax_path(data: bytes) -> str | None:
-    """The ``path`` record of a POSIX extended header ("<len> path=<name>\\n" records)."""
-    for record in data.split(b"\n"):
-        _, _, keyvalue = record.partition(b" ")
-        key, _, value = keyvalue.partition(b"=")
-        if key == b"path":
-            return value.decode("utf-8", "surrogateescape")
-    return None
-
-
-def tar_members(handle) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """Regular-file members of a tar stream: ``(name, read)``, in archive order.
-
-    ``read()`` returns the member's bytes; a member whose ``read`` is not called is skipped
-    with a seek instead of being read. Understands ustar, GNU long names and pax ``path``
-    records, which covers what tarfile, GNU tar and webdataset write.
-
-    Why not ``tarfile``: its pure-Python header handling costs about 50 us per member, 4x the
-    decoding of a CIFAR-sized JPEG; this loop costs a few.
-
-    Raises:
-        TarFormatError: a header with a wrong checksum, or an archive that ends mid-member or
-            without its end-of-archive block.
-    """
-    long_name = None
-    while True:
-        header = handle.read(TAR_BLOCK)
-        if len(header) < TAR_BLOCK:
-            raise TarFormatError("truncated: the archive ends without its end-of-archive block")
-        if header.count(0) == TAR_BLOCK:
-            return  # end-of-archive block
-        stored = _octal(header[148:156], "checksum")
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # chksum counted as spaces
-            raise TarFormatError(f"bad header checksum at byte {handle.tell() - TAR_BLOCK}")
-        size, kind = _octal(header[124:136], "size"), header[156:157]
-        name = header[:100].split(b"\0", 1)[0]
-        if header[257:263] == b"ustar\x00" and header[345] != 0:  # POSIX prefix field
-            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
-        padding = -size % TAR_BLOCK
-        if kind in (b"x", b"g", b"L"):  # metadata for the next member
-            data = handle.read(size)
-            handle.read(padding)
-            if kind == b"L":
-                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif kind == b"x":
-                long_name = _pax_path(data) or long_name
-            continue
-        text = long_name or name.decode("utf-8", "surrogateescape")
-        long_name = None
-        consumed = []
-        if kind in (b"0", b"\0", b"7"):  # regular file (7: contiguous file)
-            yield text, lambda n=size, box=consumed: box.append(handle.read(n)) or box[0]
-        if consumed and len(consumed[0]) < size:
-            raise TarFormatError(f"truncated inside member {text!r}")
-        handle.seek(padding if consumed else size + padding, 1)
-
-
-def _read_groups(shard: Path, lo: int, hi: int, skip) -> Iterator:
-    """Samples ``lo`` to ``hi`` of a tar shard, streamed: ``(index, key, {ext: bytes})``.
-
-    Members of one sample are adjacent and share a key; samples before ``lo`` are passed over
-    without reading their data. A shard that stops being readable yields one skip message.
-    """
-    index, key, members = -1, None, {}
-    try:
-        with _open_shard(shard) as handle:
-            for name, read in tar_members(handle):
-                member_key, ext = _member_key(name)
-                if member_key != key:
-                    if lo <= index < hi:
-                        yield index, key, members
-                    index, key, members = index + 1, member_key, {}
-                    if index >= hi:
-                        return
-                if index >= lo:
-                    members[ext] = read()
-    except (TarFormatError, OSError, EOFError) as err:
-        if lo <= index < hi and "cls" in members:  # the sample read before the damage
-            yield index, key, members
-        yield skip(f"{shard}: unreadable after sample {key!r} ({err})")
-        return
-    if lo <= index < hi:
-        yield index, key, members
+        for index, lo, hi in segments:
+            shard = self.shards[index]
+            if _stamp(shard) != self._stamps[shard.name]:  # changed since verified: again
+                self._stamps.update(verify_split(self.pack_dir, self.manifest, self.split))
+            for position, key, members in _read_groups(shard, lo, hi):
+                ext = next(e for e in members if e != "cls")  # verified: an image and a label
+                source = f"{shard} member {key}.{ext}"
+                yield source, members[ext], int(members["cls"]), self.offsets[index] + position
 
 
 def _buffer_shuffle(items: Iterator, size: int, rng: random.Random) -> Iterator:
-    """Shuffle a stream within a buffer of ``size`` items (strings pass straight through)."""
+    """Shuffle a stream within a buffer of ``size`` items."""
     buffer = []
     for item in items:
-        if isinstance(item, str):
-            yield item
-        elif len(buffer) < size:
+        if len(buffer) < size:
             buffer.append(item)
         else:
             j = rng.randrange(size)
@@ -504,7 +572,7 @@ class ChunkStream(IterableDataset):
     """A :class:`ShardDataset` collated in its worker into chunks of up to ``chunk`` samples.
 
     Yields ``(images uint8 (b, C, H, W), labels int64 (b,), positions int64 (b,), skipped)``
-    where ``skipped`` lists the corrupt samples met since the previous chunk; so the main
+    where ``skipped`` lists the undecodable samples met since the previous chunk; so the main
     process learns of every skip, whichever worker met it, and one tensor per chunk crosses
     the process boundary instead of one per image.
     """
@@ -558,11 +626,11 @@ def read_shards(
         pack_dir: the pack folder.
         split: "train", "val" or "test".
         channels, image_size: what to decode to (default: the pack's own).
-        strict: raise on a corrupt sample instead of skipping and reporting it.
+        strict: raise on an undecodable image instead of skipping and reporting it.
         workers: decode processes (default: one per core for large packs, none for small ones).
 
     Returns:
-        An ImageSet named ``"<pack folder>/<split>"``; ``skipped`` lists corrupt samples.
+        An ImageSet named ``"<pack folder>/<split>"``; ``skipped`` lists undecodable samples.
     """
     dataset = ShardDataset(
         pack_dir, split, shuffle=False, channels=channels, image_size=image_size, strict=strict
@@ -590,20 +658,18 @@ def load_pack_splits(pack_dir: str | os.PathLike, opts: LoadOptions) -> DatasetS
 
     Decoded splits are cached like image folders (``opts.home / "decoded"``), keyed by the
     shards' sha256 digests, size and channels, so a re-packed folder is decoded again.
-
-    Args:
-        pack_dir: the pack folder.
-        opts: ``image_size``, ``channels``, ``strict``, ``workers``, ``cache`` and ``root``
-            are used; the pack's own size and channels when None.
     """
     pack_dir = Path(pack_dir).expanduser()
     manifest = read_manifest(pack_dir)
+    if "train" not in manifest["splits"]:
+        have = ", ".join(manifest["splits"])
+        raise DataError(f"{pack_dir}: the pack has no 'train' split (has: {have})")
     out = {}
     for split, record in manifest["splits"].items():
         key = {
             "pack": str(pack_dir.resolve()),
             "split": split,
-            "shards": [s.get("sha256", s["name"]) for s in record["shards"]],
+            "shards": [s["sha256"] for s in record["shards"]],
             "size": opts.image_size,
             "channels": opts.channels,
         }
@@ -621,6 +687,4 @@ def load_pack_splits(pack_dir: str | os.PathLike, opts: LoadOptions) -> DatasetS
             ),
             enabled=opts.cache,
         )
-    if "train" not in out:
-        raise DataError(f"{pack_dir}: the pack has no 'train' split (has: {', '.join(out)})")
     return DatasetSplits(out["train"], out.get("val"), out.get("test"))
