@@ -21,7 +21,7 @@ from cnnlab.atomic import atomic_path
 from cnnlab.data.imageset import ImageSet
 
 # Bump when decoding or resizing changes what a cached file would hold.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: pixel limit, 16-bit PNG scaled, GIF first frame via PIL
 
 
 def file_fingerprint(paths: Iterable[str | os.PathLike]) -> str:

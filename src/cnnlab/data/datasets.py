@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.folder import load_folder_splits
-from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
-from cnnlab.data.registry import _DATASETS, dataset_info
+from cnnlab.data.imageset import MAX_IMAGE_PIXELS, DatasetSplits, ImageSet, stratified_split
+from cnnlab.data.registry import _DATASETS, check_source, dataset_info
 from cnnlab.data.shards_read import is_shard_pack, load_pack_splits
 from cnnlab.errors import DataError
 
@@ -37,6 +37,11 @@ def parse_image_size(text: str | int | tuple[int, int] | None) -> tuple[int, int
         size = (numbers[0], numbers[-1])
     if size is not None and min(size) < 1:
         raise DataError(f"image size must be positive, got {size[0]}x{size[1]}")
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"image size {size[0]}x{size[1]} has {size[0] * size[1]:,} pixels, over the limit "
+            f"of {MAX_IMAGE_PIXELS:,} per image"
+        )
     return size
 
 
@@ -72,6 +77,7 @@ def load_splits(
         UnknownDatasetError: ``source`` is neither registered nor a folder.
         DataError: a bad option, a missing file, a failed download or checksum, unreadable images.
     """
+    check_source(source)
     opts = dataclasses.replace(options or LoadOptions(), **overrides)
     if opts.image_size is not None:
         opts = dataclasses.replace(opts, image_size=parse_image_size(opts.image_size))
@@ -94,8 +100,10 @@ def load_splits(
     if splits.val is None and opts.val_split > 0:
         keep, held = stratified_split(splits.train.labels, opts.val_split, opts.seed)
         base = splits.train.name.rsplit("/", 1)[0]
+        train = splits.train.subset(keep, f"{base}/train")
+        train.skipped = list(splits.train.skipped)  # so statistics still count them
         splits = DatasetSplits(
-            splits.train.subset(keep, f"{base}/train"),
+            train,
             splits.train.subset(held, f"{base}/val"),
             splits.test,
         )

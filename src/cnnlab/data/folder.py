@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_files, first_image_size
+from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_files, first_image_size, image_header
 from cnnlab.data.imageset import DatasetSplits, ImageSet
+from cnnlab.data.registry import check_source
 from cnnlab.errors import CorruptImageError, DataError
 
 # Folder names that mark a split layout, first match wins.
@@ -56,61 +58,132 @@ class FolderLayout:
     ignored: list[str] = field(default_factory=list)
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+@dataclass
+class _Walk:
+    """What one recursive walk found: image files, their stamps, other files, what it skipped.
+
+    A stamp is "path, size, modification time" of an image file, for the cache key; a skipped
+    entry is "path: reason" (a broken link, a link cycle, a link out of the dataset, a FIFO).
+    """
+
+    images: list[str] = field(default_factory=list)
+    stamps: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
-def _class_dirs(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_dir() and _visible(p))
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _walk_files(directory: Path) -> tuple[list[str], list[str], list[str]]:
-    """(image files, other files, stamps) under ``directory``, recursively, sorted, hidden skipped.
+def _follow(entry: os.DirEntry, root_real: str, seen: set[str], walk: _Walk) -> str | None:
+    """The real path of the directory ``entry`` (a folder or a link to one) to walk, or None.
 
-    A stamp is "path, size, modification time" of an image file, for the cache key.
+    Links are followed only into the dataset root (a class folder linked to ``/`` would walk the
+    whole file system), never to a folder that holds them, and no real folder is walked twice
+    (so a link cycle ends).
+    """
+    parent = os.path.realpath(os.path.dirname(entry.path))
+    if entry.is_symlink():
+        real = os.path.realpath(entry.path)
+        if not _inside(real, root_real):
+            walk.skipped.append(f"{entry.path}: links to {real}, outside the dataset {root_real}")
+            return None
+        if _inside(parent, real):
+            walk.skipped.append(f"{entry.path}: links to {real}, which holds it (a link cycle)")
+            return None
+    else:
+        real = os.path.join(parent, entry.name)
+    if real in seen:
+        walk.skipped.append(f"{entry.path}: leads to {real}, already walked")
+        return None
+    seen.add(real)
+    return real
+
+
+def _add_file(entry: os.DirEntry, walk: _Walk) -> None:
+    if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+        walk.others.append(entry.path)
+        return
+    try:
+        info = entry.stat()  # follows a link: the file's own size and time
+    except OSError as err:  # a broken link or a link loop
+        walk.skipped.append(f"{entry.path}: {err.strerror or err}")
+        return
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the decoder, /dev/zero never ends
+        walk.skipped.append(f"{entry.path}: not a regular file")
+        return
+    walk.images.append(entry.path)
+    walk.stamps.append(f"{entry.path}\0{info.st_size}\0{info.st_mtime_ns}")
+
+
+def _is_dir(entry: os.DirEntry, walk: _Walk) -> bool | None:
+    """Whether ``entry`` is a folder or a link to one; None (and named) for a link loop."""
+    try:
+        return entry.is_dir()  # follows a link
+    except OSError as err:
+        walk.skipped.append(f"{entry.path}: {err.strerror or err}")
+        return None
+
+
+def _walk_files(directory: str, root_real: str) -> _Walk:
+    """Every file under ``directory``, recursively, in name order, hidden entries skipped.
 
     Plain strings and ``os.scandir``: pathlib costs seconds on a 60,000-file tree.
     """
-    images, others, stamps, pending = [], [], [], [str(directory)]
+    walk, top = _Walk(), os.path.realpath(directory)
+    pending, seen = [directory], {top}
     while pending:
-        with os.scandir(pending.pop()) as entries:
-            entries = sorted((e for e in entries if not e.name.startswith(".")), key=_by_name)
+        path = pending.pop()
+        try:
+            with os.scandir(path) as entries:
+                entries = sorted((e for e in entries if not e.name.startswith(".")), key=_by_name)
+        except OSError as err:  # no permission, or gone since it was listed
+            walk.skipped.append(f"{path}: {err.strerror or err}")
+            continue
         subdirs = []
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
+            is_dir = _is_dir(entry, walk)
+            if is_dir and _follow(entry, root_real, seen, walk):
                 subdirs.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                images.append(entry.path)
-                stat = entry.stat()
-                stamps.append(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}")
-            else:
-                others.append(entry.path)
+            elif is_dir is False:
+                _add_file(entry, walk)
         pending.extend(reversed(subdirs))  # depth-first, in name order
-    return images, others, stamps
+    return walk
 
 
 def _by_name(entry: os.DirEntry) -> str:
     return entry.name
 
 
-def _split_dirs(root: Path) -> dict[str, Path]:
+def _class_dirs(directory: Path, root_real: str, walk: _Walk | None = None) -> list[Path]:
+    """The visible sub-folders of ``directory`` (links only into the dataset root), sorted."""
+    walk = walk or _Walk()
+    with os.scandir(directory) as entries:
+        found = [e for e in entries if not e.name.startswith(".") and _is_dir(e, walk)]
+    seen: set[str] = set()
+    return sorted(Path(e.path) for e in found if _follow(e, root_real, seen, walk))
+
+
+def _split_dirs(root: Path, root_real: str) -> dict[str, Path]:
     found = {}
     for split, names in SPLIT_DIRS.items():
         for name in names:
-            if (root / name).is_dir():
-                found[split] = root / name
+            path = root / name
+            if path.is_dir() and _inside(os.path.realpath(path), root_real):
+                found[split] = path
                 break
     # A split layout needs a train folder whose children are class folders.
-    if "train" not in found or not _class_dirs(found["train"]):
+    if "train" not in found or not _class_dirs(found["train"], root_real):
         return {}
     return found
 
 
-def _no_images_error(root: Path, where: Path) -> DataError:
-    loose = _walk_files(root)[0] if root.is_dir() else []
+def _no_images_error(root: Path, where: Path, root_real: str) -> DataError:
+    loose = _walk_files(str(root), root_real).images if root.is_dir() else []
     hint = (
         f" (found {len(loose)} images but no class folders: put them in root/<class>/)"
-        if loose and not _class_dirs(root)
+        if loose and not _class_dirs(root, root_real)
         else ""
     )
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -120,30 +193,60 @@ def _no_images_error(root: Path, where: Path) -> DataError:
     )
 
 
+def _empty_class_error(class_dir: Path, walk: _Walk) -> DataError:
+    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+    held = walk.others + [s.split(": ", 1)[0] for s in walk.skipped]
+    what = f"only {len(held)} other files, e.g. {held[0]}" if held else "nothing"
+    return DataError(
+        f"{class_dir}: class folder without images ({what}); add images ({exts}) "
+        f"or remove the folder"
+    )
+
+
+def _scan_split(directory: Path, root_real: str, skipped: list[str]) -> dict[str, _Walk]:
+    """class name -> its walk, for each class folder of one split folder."""
+    per_class, listing = {}, _Walk()
+    for class_dir in _class_dirs(directory, root_real, listing):
+        walk = _walk_files(str(class_dir), root_real)
+        skipped.extend(walk.skipped)
+        if not walk.images:
+            raise _empty_class_error(class_dir, walk)
+        per_class[class_dir.name] = walk
+    skipped.extend(listing.skipped)
+    return per_class
+
+
+def _make_split(directory: Path, per_class: dict[str, _Walk], classes: list[str]) -> FolderSplit:
+    names = sorted(per_class)
+    files = [f for name in names for f in per_class[name].images]
+    labels = [classes.index(name) for name in names for _ in per_class[name].images]
+    stamps = "\n".join(s for name in names for s in per_class[name].stamps)
+    return FolderSplit(directory, files, labels, hashlib.sha256(stamps.encode()).hexdigest())
+
+
 def scan_folder(root: str | os.PathLike) -> FolderLayout:
     """Find the classes, splits and image files under ``root`` (nothing is decoded).
 
+    Links to folders are followed only when they stay inside ``root``, each real folder once;
+    what is skipped (links out or in a cycle, broken links, FIFOs) is named in a DataWarning.
+
     Raises:
-        DataError: ``root`` is missing, holds no class folders with images, or a val/test folder
-            has a class that train lacks.
+        DataError: ``root`` is empty, missing or holds no class folders with images; a class
+            folder holds no images; train has only one class; or a val/test folder has a class
+            that train lacks.
     """
+    check_source(root)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder of images (does not exist or is a file)")
-    split_dirs = _split_dirs(root) or {"train": root}
-    per_split, ignored = {}, []
+    root_real = os.path.realpath(root)
+    split_dirs = _split_dirs(root, root_real) or {"train": root}
+    per_split, skipped = {}, []
     for split, directory in split_dirs.items():
-        per_class = {}
-        for class_dir in _class_dirs(directory):
-            images, others, stamps = _walk_files(class_dir)
-            ignored.extend(others)
-            if images:
-                per_class[class_dir.name] = (images, stamps)
-        per_split[split] = per_class
+        per_split[split] = _scan_split(directory, root_real, skipped)
     classes = sorted(per_split["train"])
     if not classes:
-        raise _no_images_error(root, split_dirs["train"])
-    splits = {}
+        raise _no_images_error(root, split_dirs["train"], root_real)
     for split, per_class in per_split.items():
         unknown = sorted(set(per_class) - set(classes))
         if unknown:
@@ -151,29 +254,25 @@ def scan_folder(root: str | os.PathLike) -> FolderLayout:
                 f"{split_dirs[split]}: classes {unknown} are not in the train folder "
                 f"{split_dirs['train']} (train classes: {', '.join(classes)})"
             )
-        names = sorted(per_class)
-        files = [f for name in names for f in per_class[name][0]]
-        labels = [classes.index(name) for name in names for _ in per_class[name][0]]
-        stamps = "\n".join(s for name in names for s in per_class[name][1])
-        fingerprint = hashlib.sha256(stamps.encode()).hexdigest()
-        splits[split] = FolderSplit(split_dirs[split], files, labels, fingerprint)
+    if len(classes) < 2:
+        raise DataError(
+            f"{split_dirs['train']}: one class folder ({classes[0]}); classification needs at "
+            f"least 2 classes, each in its own folder {split_dirs['train']}/<class>/"
+        )
+    if skipped:
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        message = f"{root}: skipped {len(skipped)} entries: {'; '.join(skipped[:3])}{more}"
+        warnings.warn(message, DataWarning, stacklevel=2)
+    splits = {s: _make_split(split_dirs[s], per_split[s], classes) for s in per_split}
+    ignored = [f for per_class in per_split.values() for w in per_class.values() for f in w.others]
     return FolderLayout(root, classes, splits, ignored)
 
 
 def guess_channels(files: list[str], sample: int = 16) -> int:
     """1 if the first ``sample`` readable images are all grayscale, else 3 (headers only)."""
-    from PIL import Image, UnidentifiedImageError
-
-    seen = 0
-    for path in files[:: max(1, len(files) // sample)][:sample]:
-        try:
-            with Image.open(path) as image:
-                if image.mode not in _GRAY_MODES:
-                    return 3
-                seen += 1
-        except (OSError, UnidentifiedImageError):
-            continue
-    return 1 if seen else 3
+    headers = [image_header(p) for p in files[:: max(1, len(files) // sample)][:sample]]
+    modes = [h[0] for h in headers if h is not None]
+    return 1 if modes and all(m in _GRAY_MODES or m.startswith("I;16") for m in modes) else 3
 
 
 def skipped_message(name: str, failures: list[str], total: int, shown: int = 3) -> str:

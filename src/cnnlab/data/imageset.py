@@ -7,13 +7,19 @@ training device once and produces batches there.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import DataError
+
+# Most pixels one image may have, decoded or requested: PIL's own decompression-bomb threshold
+# (2 * PIL.Image.MAX_IMAGE_PIXELS), so nothing PIL accepts is refused. 537 MB as RGB uint8.
+MAX_IMAGE_PIXELS = 178_956_970
 
 
 @dataclass
@@ -129,12 +135,44 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise DataError(f"cannot convert {have}-channel images to {channels} channels (use 1 or 3)")
 
 
+def host_memory_available() -> int:
+    """Bytes of host memory available for new allocations (Linux ``MemAvailable``, else
+    ``os.sysconf``); raises DataError when the system does not tell."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # macOS has only the second
+        try:
+            return int(os.sysconf(name)) * page
+        except (ValueError, OSError):
+            continue
+    raise DataError("cannot tell how much memory is free; pass --in-memory on or off")
+
+
+def allocate_images(count: int, channels: int, size: tuple[int, int], what: str) -> torch.Tensor:
+    """An empty uint8 (count, channels, H, W) tensor, or a DataError naming the size when it
+    would not fit in the free host memory (Linux overcommits: a too-big ``torch.empty``
+    succeeds and the process is killed later, while the images are written)."""
+    height, width = int(size[0]), int(size[1])
+    need = count * channels * height * width
+    free = host_memory_available()
+    if need > free:
+        raise DataError(
+            f"{what}: {count:,} images of {height}x{width}x{channels} need {need / 1e9:,.1f} GB, "
+            f"more than the {free / 1e9:,.1f} GB of free memory; choose a smaller image size"
+        )
+    return torch.empty((count, channels, height, width), dtype=torch.uint8)
+
+
 def resize_images(images: torch.Tensor, size: tuple[int, int], batch: int = 1024) -> torch.Tensor:
     """Resize uint8 (N, C, H, W) images to ``size`` = (H, W): bilinear, antialiased."""
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise DataError(f"image size must be positive, got {height}x{width}")
-    out = torch.empty((images.shape[0], images.shape[1], height, width), dtype=torch.uint8)
+    out = allocate_images(images.shape[0], images.shape[1], (height, width), "resizing")
     for start in range(0, images.shape[0], batch):
         chunk = images[start : start + batch].float()
         chunk = F.interpolate(

@@ -10,15 +10,13 @@ Data larger than the memory budget (:func:`fits_in_memory`) streams from shards 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
 from cnnlab.data.augment import AugmentConfig, gather_batch, sample_geometry
 from cnnlab.data.batching import SHUFFLE_STREAM, BatchLoader, derive_seed
-from cnnlab.data.imageset import ImageSet
+from cnnlab.data.imageset import ImageSet, host_memory_available
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError
 
@@ -152,18 +150,7 @@ def available_memory(device: str | torch.device = "cpu") -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    page = os.sysconf("SC_PAGE_SIZE")
-    for name in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # macOS has only the second
-        try:
-            return int(os.sysconf(name)) * page
-        except (ValueError, OSError):
-            continue
-    raise DataError("cannot tell how much memory is free; pass --in-memory on or off")
+    return host_memory_available()
 
 
 def memory_budget(device: str | torch.device = "cpu", fraction: float = 0.5) -> int:

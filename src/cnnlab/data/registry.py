@@ -7,12 +7,13 @@ A loader takes :class:`~cnnlab.data.config.LoadOptions` and returns the dataset'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.imageset import DatasetSplits
-from cnnlab.errors import UnknownDatasetError, choices_text
+from cnnlab.errors import DataError, UnknownDatasetError, choices_text
 
 Loader = Callable[[LoadOptions], DatasetSplits]
 
@@ -65,3 +66,17 @@ def dataset_info(name: str) -> DatasetInfo:
 def list_datasets() -> list[str]:
     """Names of the registered datasets, sorted."""
     return sorted(_DATASETS)
+
+
+def check_source(source: str | os.PathLike) -> None:
+    """Refuse an empty source: ``--data ''`` would otherwise load the working directory.
+
+    Raises:
+        DataError: ``source`` is empty or blank.
+    """
+    text = os.fspath(source)
+    if not str(text).strip():
+        raise DataError(
+            f"data source {text!r} is empty; give a registered dataset "
+            f"({choices_text(_DATASETS)}) or a folder of images (write . for this folder)"
+        )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits
+from cnnlab.data.decode import image_header
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.normalize import channel_stats
 from cnnlab.data.shards_read import is_shard_pack
@@ -61,16 +62,8 @@ def split_stats(images: ImageSet) -> SplitStats:
 
 def file_sizes(paths: list[str]) -> Counter:
     """(H, W) of each image file read from its header; unreadable files are left out."""
-    from PIL import Image, UnidentifiedImageError
-
-    sizes: Counter = Counter()
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes[(image.height, image.width)] += 1
-        except (OSError, UnidentifiedImageError):
-            continue
-    return sizes
+    headers = (image_header(path) for path in paths)
+    return Counter(header[1] for header in headers if header is not None)
 
 
 def dataset_stats(
