@@ -18,6 +18,7 @@ Where the files come from:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -169,25 +170,30 @@ def _idx_imageset(images_path: Path, labels_path: Path, classes: tuple, name: st
     return ImageSet(pixels, torch.from_numpy(labels.astype(np.int64)), list(classes), name)
 
 
+def _cached_splits(opts: LoadOptions, dataset: str, sources, build) -> DatasetSplits:
+    """Train and test, each from the decoded cache (keyed by ``sources(split)``) or ``build``."""
+    splits = {}
+    for split in ("train", "test"):
+        key = {"dataset": dataset, "split": split, "source": file_fingerprint(sources(split))}
+        splits[split] = cached_imageset(
+            opts.home, f"{dataset}-{split}", key, lambda s=split: build(s), enabled=opts.cache
+        )
+    return DatasetSplits(train=splits["train"], test=splits["test"])
+
+
 def _idx_loader(dataset: str, classes: tuple[str, ...]) -> Callable[[LoadOptions], DatasetSplits]:
     """A loader for an MNIST-like dataset: four IDX files, train and test."""
 
     def load(opts: LoadOptions) -> DatasetSplits:
         paths = _fetch_all(dataset, opts)
-        splits = {}
-        for split in ("train", "test"):
-            images, labels = paths[f"{split}_images"], paths[f"{split}_labels"]
-            key = {"dataset": dataset, "split": split, "source": file_fingerprint([images, labels])}
-            splits[split] = cached_imageset(
-                opts.home,
-                f"{dataset}-{split}",
-                key,
-                lambda i=images, lb=labels, s=split: _idx_imageset(
-                    i, lb, classes, f"{dataset}/{s}"
-                ),
-                enabled=opts.cache,
-            )
-        return DatasetSplits(train=splits["train"], test=splits["test"])
+
+        def files(split: str) -> list[Path]:
+            return [paths[f"{split}_images"], paths[f"{split}_labels"]]
+
+        def build(split: str) -> ImageSet:
+            return _idx_imageset(*files(split), classes, f"{dataset}/{split}")
+
+        return _cached_splits(opts, dataset, files, build)
 
     load.__doc__ = f"Load {dataset} (train and test, 1x28x28) from its IDX files."
     return load
@@ -203,29 +209,15 @@ def load_cifar10(opts: LoadOptions) -> DatasetSplits:
     The archive is parsed at most once per call, and only when a split is not in the cache.
     """
     archive = _fetch_all("cifar10", opts)["archive"]
-    key_source = file_fingerprint([archive])
-    parsed: list[formats.Cifar10Data] = []
+    parsed = functools.cache(lambda: formats.read_cifar10_archive(archive))
 
     def build(split: str) -> ImageSet:
-        if not parsed:
-            parsed.append(formats.read_cifar10_archive(archive))
-        data = parsed[0]
-        images, labels = data.splits[split]
+        images, labels = parsed().splits[split]
         return ImageSet(
-            torch.from_numpy(images), torch.from_numpy(labels), data.classes, f"cifar10/{split}"
+            torch.from_numpy(images), torch.from_numpy(labels), parsed().classes, f"cifar10/{split}"
         )
 
-    splits = {
-        split: cached_imageset(
-            opts.home,
-            f"cifar10-{split}",
-            {"dataset": "cifar10", "split": split, "source": key_source},
-            lambda s=split: build(s),
-            enabled=opts.cache,
-        )
-        for split in ("train", "test")
-    }
-    return DatasetSplits(train=splits["train"], test=splits["test"])
+    return _cached_splits(opts, "cifar10", lambda split: [archive], build)
 
 
 def load_flowers(opts: LoadOptions) -> DatasetSplits:
