@@ -9,6 +9,7 @@ and re-raises it as `cnnlab.errors.SpecError`, so every message is one line of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from cnnlab.errors import choices_text
 from cnnlab.layers import ACTIVATION_NAMES
 from cnnlab.layers.padding import PADDING_NAMES
+from cnnlab.spec.limits import MAX_COUNT, MAX_LAYERS, MAX_WINDOW
 
 REQUIRED: Any = object()
 """Default of an argument that the spec must give."""
@@ -42,11 +44,36 @@ class Arg:
         return self.default is REQUIRED
 
 
+SHOW_CHARS = 120
+"""A shown value is cut to this many characters, so a message stays one readable line."""
+
+
 def show(value: Any) -> str:
-    """A value as it appears in messages: ``5``, ``'same'``, ``[5, 3]``."""
+    """A value as it appears in messages: ``5``, ``'same'``, ``[5, 3]`` (cut when long)."""
+    text = _show(value, 0)
+    return text if len(text) <= SHOW_CHARS else text[: SHOW_CHARS - 3] + "..."
+
+
+def _show(value: Any, depth: int) -> str:
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return repr(value)
+        if depth > 3:
+            return "[...]"
+        return "[" + ", ".join(_show(v, depth + 1) for v in value[:20]) + "]"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        # repr of a >4,300-digit int raises ValueError; its size is what matters here
+        return f"<an int of about {int(value.bit_length() * 0.30103):,} digits>"
+    if isinstance(value, str) and len(value) > SHOW_CHARS:
+        return repr(value[:SHOW_CHARS]) + "..."
+    return reprlib_repr(value)
+
+
+def reprlib_repr(value: Any) -> str:
+    """``repr`` that stays short for big containers (``{'a': ..., ...}``)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel = SHOW_CHARS, SHOW_CHARS, 3
+    return r.repr(value)
 
 
 def is_int(value: Any) -> bool:
@@ -54,10 +81,23 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive_int(field: str, value: Any) -> int:
+def too_large(field: str, value: int, limit: int) -> str:
+    """The message for a count beyond its limit (the limit keeps torch from trying)."""
+    return f"{field}={show(value)} is too large (at most {limit:,})"
+
+
+def positive_int(field: str, value: Any, limit: int = MAX_COUNT) -> int:
+    """A positive int up to ``limit`` (a count of channels, units, groups ...)."""
     if not is_int(value) or value <= 0:
         raise ArgError(f"{field}={show(value)} must be a positive int")
+    if value > limit:
+        raise ArgError(too_large(field, value, limit))
     return value
+
+
+def layer_count(field: str, value: Any) -> int:
+    """A number of sub-layers in a block (``vgg_group``'s ``convs``), up to `MAX_LAYERS`."""
+    return positive_int(field, value, MAX_LAYERS)
 
 
 def count_or_classes(field: str, value: Any) -> int | str:
@@ -66,6 +106,8 @@ def count_or_classes(field: str, value: Any) -> int | str:
         return CLASSES
     if not is_int(value) or value <= 0:
         raise ArgError(f"{field}={show(value)} must be a positive int or {CLASSES!r}")
+    if value > MAX_COUNT:
+        raise ArgError(too_large(field, value, MAX_COUNT))
     return value
 
 
@@ -80,14 +122,20 @@ def optional_count(field: str, value: Any) -> int | str | None:
 def window(field: str, value: Any) -> int | tuple[int, int]:
     """A kernel, stride, dilation or pool size: a positive int or ``[height, width]``."""
     if is_int(value) and value > 0:
-        return value
+        return _window_bound(field, value)
     if (
         isinstance(value, (list, tuple))
         and len(value) == 2
         and all(is_int(v) and v > 0 for v in value)
     ):
-        return (value[0], value[1])
+        return _window_bound(field, (value[0], value[1]))
     raise ArgError(f"{field}={show(value)} must be a positive int or a [height, width] pair")
+
+
+def _window_bound(field: str, value: Any) -> Any:
+    if max(value if isinstance(value, tuple) else (value,)) > MAX_WINDOW:
+        raise ArgError(too_large(field, value, MAX_WINDOW))
+    return value
 
 
 def optional_window(field: str, value: Any) -> int | tuple[int, int] | None:
@@ -99,13 +147,13 @@ def padding(field: str, value: Any) -> str | int | tuple[int, int]:
     if isinstance(value, str) and value.lower() in PADDING_NAMES:
         return value.lower()
     if is_int(value) and value >= 0:
-        return value
+        return _window_bound(field, value)
     if (
         isinstance(value, (list, tuple))
         and len(value) == 2
         and all(is_int(v) and v >= 0 for v in value)
     ):
-        return (value[0], value[1])
+        return _window_bound(field, (value[0], value[1]))
     raise ArgError(
         f"{field}={show(value)} is not one of: {choices_text(PADDING_NAMES)} "
         "(or a non-negative int or [height, width] pair)"
@@ -153,9 +201,14 @@ def rate(field: str, value: Any) -> float:
 
 
 def positive_float(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ArgError(f"{field}={show(value)} must be a positive number")
-    return float(value)
+    """A finite number > 0 (BatchNorm's epsilon: nan or inf would poison every output)."""
+    try:
+        number = float(value) if isinstance(value, (int, float)) else math.nan
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise ArgError(f"{field}={show(value)} must be a positive finite number")
+    return number
 
 
 def keras_momentum(field: str, value: Any) -> float:

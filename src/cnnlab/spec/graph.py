@@ -9,8 +9,10 @@ cycle is an error that names it. Shapes are inferred layer by layer in that orde
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 from torch import nn
@@ -19,7 +21,8 @@ from cnnlab.errors import ShapeError, SpecError
 from cnnlab.layers import infer_output_shape
 from cnnlab.shapes import Shape, hwc
 from cnnlab.spec.args import ArgError, show
-from cnnlab.spec.layer_types import BuildContext
+from cnnlab.spec.layer_types import ACTIVATION_TYPES, BuildContext, LayerType
+from cnnlab.spec.limits import MAX_ELEMENTS, MAX_PARAMS
 from cnnlab.spec.parse import LayerEntry, where
 
 INPUT = "input"
@@ -212,10 +215,21 @@ def check_all_used(nodes: list[Node], output: str) -> None:
             )
 
 
+@dataclass
+class Budget:
+    """What the layers built so far hold: checked against `MAX_PARAMS` before each real build."""
+
+    params: int = 0
+
+
 def build_layer(
-    node: Node, shapes: list[Shape], num_classes: int | None
+    node: Node, shapes: list[Shape], num_classes: int | None, budget: Budget | None = None
 ) -> tuple[nn.Module, Shape]:
-    """Build one layer's module for its input shapes and infer its output shape."""
+    """Build one layer's module for its input shapes and infer its output shape.
+
+    The layer is first built on the meta device (no memory), so a size beyond `MAX_PARAMS`
+    parameters or `MAX_ELEMENTS` output values is refused before torch allocates anything.
+    """
     lt = node.entry.layer_type
     n = len(node.sources)
     if lt.merge and n < 2:
@@ -235,18 +249,65 @@ def build_layer(
                 f"vector of {shape[0]} features; put it before flatten or global pooling"
             )
     ctx = BuildContext(num_classes, tuple(node.sources))
+    probe = _construct(node, lt, shapes, ctx, meta=True)
+    out = _output_shape(node, lt, probe, shapes)
+    _check_size(node, probe, out, budget if budget is not None else Budget())
+    if torch.get_default_device().type == "meta":  # the caller asked for meta: keep the probe
+        return probe, out
+    return _construct(node, lt, shapes, ctx, meta=False), out
+
+
+def _construct(
+    node: Node, lt: LayerType, shapes: list[Shape], ctx: BuildContext, meta: bool
+) -> nn.Module:
     try:
-        module = lt.build(node.entry.args, shapes, ctx)
+        if meta:
+            with torch.device("meta"):
+                return lt.build(node.entry.args, shapes, ctx)
+        return lt.build(node.entry.args, shapes, ctx)
     except (ArgError, ShapeError) as e:
         raise SpecError(f"{node.where}: {e}") from None
+    except (RuntimeError, OverflowError, ValueError) as e:
+        # torch refusing a size the arg bounds let through: still name the layer
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SpecError(f"{node.where}: {node.entry.type} cannot be built: {reason}") from None
+
+
+def _check_size(node: Node, probe: nn.Module, out: Shape, budget: Budget) -> None:
+    params = sum(t.numel() for t in chain(probe.parameters(), probe.buffers()))
+    if budget.params + params > MAX_PARAMS:
+        raise SpecError(
+            f"{node.where}: {node.entry.type} has {params:,} parameters, "
+            f"{budget.params + params:,} with the layers before; a spec model may have at "
+            f"most {MAX_PARAMS:,} (args: {show(_size_args(node))})"
+        )
+    budget.params += params
+    if math.prod(out) > MAX_ELEMENTS:
+        raise SpecError(
+            f"{node.where}: its output {hwc(out)} holds {math.prod(out):,} values per image; "
+            f"a layer may output at most {MAX_ELEMENTS:,}"
+        )
+
+
+def _size_args(node: Node) -> dict:
+    return {k: v for k, v in node.entry.args.items() if v is not None and not isinstance(v, bool)}
+
+
+# Element-wise layers keep their input's shape; torch's meta kernels for activations go through
+# Python reference code (~7 ms a call), which made a 2,000-layer spec take seconds to infer.
+SAME_SHAPE = frozenset({"activation", "dropout", "batchnorm", *ACTIVATION_TYPES})
+
+
+def _output_shape(node: Node, lt: LayerType, module: nn.Module, shapes: list[Shape]) -> Shape:
+    if lt.name in SAME_SHAPE and len(shapes) == 1:
+        return tuple(shapes[0])
     try:
-        out = infer_output_shape(module, *shapes)
+        return infer_output_shape(module, *shapes)
     except (RuntimeError, ValueError) as e:
         err = e.__cause__ or e  # infer_output_shape wraps torch's error in a ShapeError
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         ins = ", ".join(f"{s!r} ({hwc(sh)})" for s, sh in zip(node.sources, shapes, strict=True))
         raise SpecError(f"{node.where}: {lt.name} cannot take {ins}: {reason}") from None
-    return module, out
 
 
 def build_graph(
@@ -257,11 +318,17 @@ def build_graph(
     order = topological_order(nodes)
     output = nodes[-1].name
     check_all_used(nodes, output)
+    if math.prod(input_shape) > MAX_ELEMENTS:
+        raise SpecError(
+            f"input={hwc(tuple(input_shape))} holds {math.prod(input_shape):,} values per "
+            f"image; at most {MAX_ELEMENTS:,}"
+        )
     shapes: dict[str, Shape] = {INPUT: tuple(input_shape)}
     modules: dict[str, nn.Module] = {}
+    budget = Budget()
     for node in order:
         module, shapes[node.name] = build_layer(
-            node, [shapes[s] for s in node.sources], num_classes
+            node, [shapes[s] for s in node.sources], num_classes, budget
         )
         modules[node.name] = module
     graph = {n.name: list(n.sources) for n in order}

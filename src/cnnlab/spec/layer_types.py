@@ -471,7 +471,7 @@ _TYPES = [
         "vgg_group",
         _vgg_group,
         {
-            "convs": Arg(A.positive_int),
+            "convs": Arg(A.layer_count),
             "filters": Arg(A.count_or_classes),
             "kernel": Arg(A.window, 3),
             "batchnorm": Arg(A.boolean, False),

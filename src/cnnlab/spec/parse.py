@@ -19,8 +19,16 @@ import yaml
 
 from cnnlab.errors import ShapeError, SpecError, choices_text
 from cnnlab.shapes import Shape, parse_input_shape
-from cnnlab.spec.args import ArgError, is_int, show
+from cnnlab.spec.args import ArgError, is_int, show, too_large
 from cnnlab.spec.layer_types import LayerType, lookup, type_names, types_text
+from cnnlab.spec.limits import (
+    MAX_COUNT,
+    MAX_LAYERS,
+    SpecLoader,
+    check_structure,
+    parse_json,
+    read_spec_text,
+)
 
 TOP_KEYS = ("name", "description", "input", "classes", "layers")
 ENTRY_KEYS = ("name", "from", "repeat")
@@ -88,29 +96,34 @@ def _suggest(word: str, choices: list[str]) -> str:
 
 
 def read_spec_file(path: str | Path) -> Any:
-    """Parse a YAML or JSON file; errors name the file (and line, when the parser gives one)."""
+    """Parse a YAML or JSON file; errors name the file (and line, when the parser gives one).
+
+    Only a regular file of at most 1 MiB is read (see `cnnlab.spec.limits`); nesting, alias
+    expansion and integer length are bounded while parsing.
+    """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"spec file '{path}' not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise SpecError(f"spec file '{path}' cannot be read: {reason}") from None
+    text = read_spec_text(path)
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return parse_json(text)
         except json.JSONDecodeError as e:
             raise SpecError(
                 f"spec file '{path}': invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
             ) from None
+        except (ValueError, RecursionError) as e:
+            reason = "nesting too deep" if isinstance(e, RecursionError) else str(e)
+            raise SpecError(f"spec file '{path}': invalid JSON: {reason}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SpecLoader)  # SpecLoader is a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise SpecError(f"spec file '{path}': invalid YAML{at}: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        # a scalar PyYAML resolves but cannot construct, e.g. the date 2020-02-30
+        reason = "nesting too deep" if isinstance(e, RecursionError) else str(e).splitlines()[0]
+        raise SpecError(f"spec file '{path}': invalid YAML: {reason[:200]}") from None
 
 
 def load_spec(source: str | Path | Mapping[str, Any]) -> Spec:
@@ -121,6 +134,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> Spec:
     """
     path = None
     if isinstance(source, Mapping):
+        check_structure(source, "spec")
         raw = dict(source)
     elif isinstance(source, (str, Path)):
         path = Path(source)
@@ -131,6 +145,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> Spec:
             raise SpecError(
                 f"spec file '{path}' must hold a mapping with `layers:`, not a {type(raw).__name__}"
             )
+        check_structure(raw, f"spec file '{path}'")
         raw = dict(raw)
     else:
         raise SpecError(f"spec must be a file path or a dict, not {type(source).__name__}")
@@ -153,7 +168,12 @@ def _parse(raw: dict[str, Any], path: Path | None) -> Spec:
             f"spec: layers={show(layers)} must be a non-empty list of layers "
             "(for example `layers: [{conv: {filters: 16}}, flatten, {dense: {units: 10}}]`)"
         )
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(
+            f"spec: layers has {len(layers):,} items; a spec may have at most {MAX_LAYERS:,} layers"
+        )
     entries = tuple(parse_entry(i, item) for i, item in enumerate(layers, start=1))
+    _check_expanded(entries)
     return Spec(
         name=name or (path.stem if path is not None else "spec"),
         input_shape=parse_shape(raw.get("input"), "input"),
@@ -162,6 +182,19 @@ def _parse(raw: dict[str, Any], path: Path | None) -> Spec:
         path=path,
         raw=raw,
     )
+
+
+def _check_expanded(entries: tuple[LayerEntry, ...]) -> None:
+    """At most `MAX_LAYERS` layers once ``repeat:`` is expanded (name the entry that crosses)."""
+    total = 0
+    for e in entries:
+        total += e.repeat
+        if total > MAX_LAYERS:
+            raise SpecError(
+                f"{where(e.index, e.name or f'{e.type}_{e.index}')}: repeat={e.repeat} makes "
+                f"{total:,} layers so far; a spec may have at most {MAX_LAYERS:,} layers "
+                "after repeat"
+            )
 
 
 def parse_shape(value: Any, field_name: str = "input") -> Shape | None:
@@ -183,6 +216,8 @@ def parse_classes(value: Any, field_name: str = "classes") -> int | None:
         return None
     if not is_int(value) or value <= 0:
         raise SpecError(f"{field_name}={show(value)} must be a positive int")
+    if value > MAX_COUNT:
+        raise SpecError(too_large(field_name, value, MAX_COUNT))
     return value
 
 
@@ -196,6 +231,12 @@ def parse_entry(index: int, item: Any) -> LayerEntry:
             "`- conv: {filters: 16}`"
         )
     item = dict(item)
+    for k in item:
+        if not isinstance(k, str):
+            raise SpecError(
+                f"{where(index, None)}: key {show(k)} is not a layer type or one of "
+                f"{choices_text(ENTRY_KEYS)}; {types_text()}"
+            )
     name = _entry_name(index, item.get("name"))
     # known types first, so `{nmae: x, conv: 4}` reports the stray key, not an unknown type
     type_keys = sorted((k for k in item if k not in ENTRY_KEYS), key=lambda k: not lookup(str(k)))
@@ -313,4 +354,6 @@ def _sources(at: str, value: Any) -> tuple[str, ...] | None:
 def _repeat(at: str, value: Any) -> int:
     if not is_int(value) or value <= 0:
         raise SpecError(f"{at}: repeat={show(value)} must be a positive int")
+    if value > MAX_LAYERS:
+        raise SpecError(f"{at}: {too_large('repeat', value, MAX_LAYERS)} layers")
     return value
