@@ -77,6 +77,9 @@ def test_fetch_over_http_and_file_url(server, tmp_path):
         assert got == tmp_path / via / "data.bin"
         assert got.read_bytes() == source.read_bytes()
         assert _leftovers(tmp_path / via) == ["data.bin", "data.bin.verified"]
+        umask = os.umask(0o022)
+        os.umask(umask)
+        assert got.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual mode
 
 
 def test_fetch_verifies_once_then_trusts_marker_until_file_changes(server, tmp_path, monkeypatch):

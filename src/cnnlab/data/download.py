@@ -28,7 +28,7 @@ from pathlib import Path
 import pooch
 import requests
 
-from cnnlab.atomic import write_text_atomic
+from cnnlab.atomic import _UMASK, write_text_atomic
 from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
 from cnnlab.progress import progress_bar
 
@@ -188,6 +188,7 @@ def _download_from_mirrors(file: RemoteFile, target: Path, progress: bool) -> Pa
         except (OSError, ValueError) as error:  # requests' errors are OSErrors, pooch's ValueError
             failures.append((url, sink.explain(error)))
             continue
+        os.chmod(target, 0o666 & ~_UMASK)  # pooch's temporary file is private (0600)
         write_text_atomic(_marker(target), json.dumps(_stamp(target, algorithm, expected)))
         return target
     if len(failures) == 1 and isinstance(failures[0][1], DataError):
