@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.errors import ShapeError, UnknownModelError
+from cnnlab.build_record import BuildRecord, record_of
+from cnnlab.errors import ConfigError, ShapeError, UnknownModelError
 from cnnlab.models import create_model, list_models, model_info, registered_models
 from cnnlab.params import count_params
 
@@ -92,9 +93,11 @@ def test_other_classes_and_grayscale(name):
     with torch.no_grad():
         out = model(torch.randn(1, 1, h, w))
     assert out.shape == (1, 3)
-    assert model.cnnlab_meta == {
+    assert record_of(model) == BuildRecord(name, (1, h, w), 3, kind="registry", options={})
+    assert record_of(model).description() == {
         "name": name,
-        "input_shape": (1, h, w),
+        "kind": "registry",
+        "input_shape": f"{h}x{w}x1",
         "num_classes": 3,
         "kwargs": {},
     }
@@ -119,7 +122,9 @@ def test_unknown_model_lists_choices():
 def test_unknown_option_and_bad_classes():
     with pytest.raises(UnknownModelError, match="no option 'depth'"):
         create_model("basic_cnn", depth=3)
-    with pytest.raises(UnknownModelError, match="num_classes=0"):
-        create_model("basic_cnn", num_classes=0)
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ConfigError, match=rf"'basic_cnn': num_classes={bad!r} must") as err:
+            create_model("basic_cnn", num_classes=bad)
+        assert not isinstance(err.value, UnknownModelError)  # the model is known
     with pytest.raises(ShapeError, match="32x32"):
         create_model("basic_cnn", input_shape="32x32xRGB")

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnlab.errors import UnknownModelError
+from cnnlab.errors import ConfigError, UnknownModelError
 from cnnlab.models import create_model
 from cnnlab.models.vgg import VGG, cfgs, make_layers
 from cnnlab.params import count_params
@@ -86,8 +86,9 @@ def test_vgg16_base_returns_feature_map():
 
 
 def test_vgg_include_top_needs_classes():
-    with pytest.raises(UnknownModelError, match="include_top=True needs num_classes"):
+    with pytest.raises(ConfigError, match="include_top=True needs num_classes") as err:
         create_model("vgg16_base", include_top=True)
+    assert not isinstance(err.value, UnknownModelError)  # the model is known; classes are bad
 
 
 def test_vgg_cfg_errors_echo_the_item():
@@ -250,5 +251,6 @@ def test_conv_demos_are_headless(name, params):
     model = create_model(name)
     assert [p.numel() for p in model.parameters()] == params
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 8, 26, 26)
-    with pytest.raises(UnknownModelError, match=f"{name} is a headless.*got 10"):
+    with pytest.raises(ConfigError, match=f"{name} is a headless.*got 10") as err:
         create_model(name, num_classes=10)
+    assert not isinstance(err.value, UnknownModelError)

@@ -10,6 +10,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from cnnlab import create_model
+from cnnlab.build_record import record_of
 from cnnlab.errors import WeightsError
 from cnnlab.models.pretrained import imagenet_weights, read_state_dict
 
@@ -28,7 +29,7 @@ def test_torchvision_mobilenet_v2_loads_headless_and_matches(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     expected = reference.features(x).mean(dim=(2, 3))
     torch.testing.assert_close(model.eval()(x), expected, rtol=1e-4, atol=1e-5)
-    assert model.cnnlab_pretrained.mean == (0.485, 0.456, 0.406)
+    assert record_of(model).pretrained.mean == (0.485, 0.456, 0.406)
 
 
 def test_head_of_other_class_count_is_replaced_and_said(tmp_path):
@@ -38,7 +39,7 @@ def test_head_of_other_class_count_is_replaced_and_said(tmp_path):
         model = create_model("resnet18", num_classes=5, pretrained=tmp_path / "r18.safetensors")
     assert model.fc.weight.shape == (5, 512)
     torch.testing.assert_close(model.conv1.weight, reference.conv1.weight)
-    assert len(model.cnnlab_pretrained.loaded) == len(reference.state_dict()) - 2
+    assert len(record_of(model).pretrained.loaded) == len(reference.state_dict()) - 2
 
 
 def test_prefixes_of_ddp_and_compile_are_removed(tmp_path):
@@ -82,6 +83,36 @@ def test_pickled_objects_are_refused_and_files_named(tmp_path):
         read_state_dict(tmp_path)
 
 
+def _relays_torch_advice(text: str) -> bool:
+    """Whether ``text`` passes on torch's advice to load with weights_only=False (which would
+    run the file's code), or any of torch's multi-line explanation."""
+    lowered = text.lower()
+    return "weights_only" in lowered or "re-run" in lowered or "\n" in text or "\x1b" in text
+
+
+@pytest.mark.parametrize("payload", [Payload(), print], ids=["object", "function"])
+def test_refusal_says_why_and_never_relays_torchs_advice(tmp_path, payload):
+    torch.save({"weight": torch.zeros(2), "extra": payload}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError) as err:
+        read_state_dict(tmp_path / "evil.pth")
+    text = str(err.value)
+    assert "evil.pth' holds more than tensors" in text and "is refused" in text
+    assert "Payload" in text or "print" in text  # names what it refused
+    assert not _relays_torch_advice(text), text
+
+
+def test_imagenet_file_with_objects_is_refused_without_torchs_advice(tmp_path, monkeypatch):
+    """A hub-cache file that holds a pickled object: refused in cnnlab's words."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = imagenet_weights("squeezenet1_1").url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"features.0.weight": Payload()}, cache / url.rsplit("/", 1)[1])
+    with pytest.raises(WeightsError, match=r"holds more than tensors.*is refused") as err:
+        create_model("squeezenet1_1", pretrained="imagenet")
+    assert not _relays_torch_advice(str(err.value)), str(err.value)
+
+
 def test_imagenet_uses_torchvision_hub_cache(tmp_path, monkeypatch):
     """The real mechanism, offline: torchvision reads $TORCH_HOME/hub/checkpoints first."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -94,7 +125,7 @@ def test_imagenet_uses_torchvision_hub_cache(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # same class count: nothing to say
         model = create_model("squeezenet1_1", pretrained="imagenet")
     torch.testing.assert_close(model.features[0].weight, reference.features[0].weight)
-    assert model.cnnlab_pretrained.source.startswith("imagenet:SqueezeNet1_1_Weights")
+    assert record_of(model).pretrained.source.startswith("imagenet:SqueezeNet1_1_Weights")
 
 
 def test_imagenet_failures_say_what_to_do(monkeypatch):

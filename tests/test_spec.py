@@ -10,11 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.build_record import record_of
 from cnnlab.errors import SpecError
 from cnnlab.layers import ACTIVATION_NAMES, Fire, InceptionModule, ResidualUnit
 from cnnlab.models import create_model, model_info
 from cnnlab.params import count_params
 from cnnlab.spec import SpecModel, build_from_spec, load_spec
+
+
+def recorded(model):
+    """Name, input shape and classes from the model's build record."""
+    record = record_of(model)
+    return {
+        "name": record.name,
+        "input_shape": record.input_shape,
+        "num_classes": record.num_classes,
+    }
+
 
 SPECS = Path(__file__).resolve().parents[1] / "examples" / "specs"
 TWINS = [
@@ -49,7 +61,7 @@ def spec_error(source, **kw) -> str:
 @pytest.mark.parametrize("name", TWINS)
 def test_example_spec_matches_registered_twin(name):
     model = build_from_spec(SPECS / f"{name}.yaml")
-    meta = model.cnnlab_meta
+    meta = recorded(model)
     info = model_info(name)
     assert meta["name"] == name
     assert meta["input_shape"] == info.input_shape
@@ -71,7 +83,7 @@ def test_example_spec_matches_twin_with_other_classes_and_channels(name):
     model = build_from_spec(SPECS / f"{name}.yaml", input_shape=(h, w, 1), num_classes=3)
     twin = create_model(name, input_shape=(h, w, 1), num_classes=3)
     assert count_params(model) == count_params(twin)
-    assert model.cnnlab_meta == {"name": name, "input_shape": (1, h, w), "num_classes": 3}
+    assert recorded(model) == {"name": name, "input_shape": (1, h, w), "num_classes": 3}
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 1, h, w)).shape == (1, 3)
 
@@ -79,7 +91,7 @@ def test_example_spec_matches_twin_with_other_classes_and_channels(name):
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_example_builds_and_trains(path):
     model = build_from_spec(path)
-    shape, classes = model.cnnlab_meta["input_shape"], model.cnnlab_meta["num_classes"]
+    shape, classes = recorded(model)["input_shape"], recorded(model)["num_classes"]
     out = model.train()(torch.randn(2, *shape))
     assert out.shape == (2, classes)
     out.pow(2).mean().backward()
@@ -108,7 +120,7 @@ def test_graph_example_forward_backward_and_graph():
 def test_eval_output_is_deterministic():
     for name in ("two_branch", "mini_resnet_bn", "squeezenet_flowers"):
         model = build_from_spec(SPECS / f"{name}.yaml").eval()
-        x = torch.randn(2, *model.cnnlab_meta["input_shape"])
+        x = torch.randn(2, *recorded(model)["input_shape"])
         with torch.no_grad():
             assert torch.equal(model(x), model(x))
 
@@ -206,7 +218,7 @@ def test_json_file_and_dict_give_the_same_model(tmp_path):
     path.write_text(json.dumps(data))
     from_json, from_dict = build_from_spec(path), build_from_spec(data)
     assert count_params(from_json) == count_params(from_dict)
-    assert from_json.cnnlab_meta == {"name": "tiny", "input_shape": (1, 16, 16), "num_classes": 4}
+    assert recorded(from_json) == {"name": "tiny", "input_shape": (1, 16, 16), "num_classes": 4}
     assert from_json(torch.randn(2, 1, 16, 16)).shape == (2, 4)
     assert build_from_spec(str(path)).graph == from_dict.graph
 
@@ -214,7 +226,7 @@ def test_json_file_and_dict_give_the_same_model(tmp_path):
 def test_name_defaults_to_file_stem(tmp_path):
     path = tmp_path / "my_net.yaml"
     path.write_text("input: 8x8x1\nlayers:\n  - conv: 2\n")
-    assert build_from_spec(path).cnnlab_meta == {
+    assert recorded(build_from_spec(path)) == {
         "name": "my_net",
         "input_shape": (1, 8, 8),
         "num_classes": None,
@@ -223,7 +235,7 @@ def test_name_defaults_to_file_stem(tmp_path):
 
 def test_override_input_shape_and_num_classes():
     model = build_from_spec(SPECS / "lenet5.yaml", input_shape="32x32x1", num_classes=3)
-    assert model.cnnlab_meta["input_shape"] == (1, 32, 32)
+    assert recorded(model)["input_shape"] == (1, 32, 32)
     assert model.output_shapes["flatten_6"] == (120 * 2 * 2,)  # C5 sees 6x6 -> 2x2
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)
     model = build_from_spec(SPECS / "fmnist_cnn.yaml", input_shape=(32, 32, 3))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ShapeError
+from cnnlab.models import SPEC_SUFFIXES, build, model_name, record_of
 from cnnlab.params import ParamCounts, count_params
 from cnnlab.shapes import Shape, hwc, keras_shape, parse_input_shape
 from cnnlab.trace import trace_model
@@ -28,7 +29,14 @@ from cnnlab.trace import trace_model
 # Plain containers are not layers: their children are listed in their place (as Keras lists the
 # layers of a Sequential model). Subclasses such as ConvBNAct are layers and get one row.
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+__all__ = [
+    "SPEC_SUFFIXES",
+    "ModelSummary",
+    "SummaryRow",
+    "layer_modules",
+    "resolve_model",
+    "summary",
+]
 
 
 @dataclass(frozen=True)
@@ -167,27 +175,21 @@ def resolve_model(
     num_classes: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[nn.Module, Shape, str]:
-    """Turn a registry name, a spec (path or dict) or a module into ``(module, (C,H,W), name)``.
+    """Turn a registry name, a spec (path or dict), a run folder or a module into
+    ``(module, (C,H,W), name)``.
 
-    Names and specs are built on ``device`` (default: the meta device, which allocates nothing).
+    Everything but a module is built by :func:`cnnlab.models.build` on ``device`` (default:
+    the meta device, which allocates nothing).
     """
-    from cnnlab.models import create_model
-
     shape = None if input_shape is None else parse_input_shape(input_shape)
     if isinstance(model, nn.Module):
-        meta = getattr(model, "cnnlab_meta", {})
-        shape = shape or meta.get("input_shape")
+        record = record_of(model)
+        shape = shape or (record.input_shape if record else None)
         if shape is None:
-            raise ShapeError("input_shape is required for a model without cnnlab metadata")
-        return model, shape, meta.get("name") or type(model).__name__
-    with torch.device(device or "meta"):
-        if isinstance(model, Mapping) or Path(str(model)).suffix.lower() in SPEC_SUFFIXES:
-            from cnnlab.spec import build_from_spec
-
-            built = build_from_spec(model, input_shape=input_shape, num_classes=num_classes)
-        else:
-            built = create_model(str(model), num_classes=num_classes, input_shape=input_shape)
-    return built, built.cnnlab_meta["input_shape"], built.cnnlab_meta["name"]
+            raise ShapeError("input_shape is required for a model without a cnnlab build record")
+        return model, shape, model_name(model)
+    built = build(model, input_shape=input_shape, num_classes=num_classes, device=device or "meta")
+    return built, record_of(built).input_shape, model_name(built)
 
 
 def _branching_graph(module: nn.Module) -> dict[str, list[str]]:

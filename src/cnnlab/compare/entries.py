@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.summary import SPEC_SUFFIXES
+from cnnlab.models import SPEC_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.errors import UnknownModelError
+from cnnlab.errors import ConfigError
 from cnnlab.layers import Conv2d, ConvBNAct, Dense, DepthwiseConv2d, MaxPool2d
 from cnnlab.layers.builder import SequentialBuilder
 from cnnlab.models.registry import register_model
@@ -40,7 +40,7 @@ def basic_cnn(num_classes: int, input_shape: Shape) -> nn.Module:
 def _check_headless(name: str, num_classes: int | None) -> None:
     """Feature models have no classifier, so a requested head would be silently dropped."""
     if num_classes is not None:
-        raise UnknownModelError(
+        raise ConfigError(
             f"{name} is a headless feature model: num_classes must be None, got {num_classes!r}"
         )
 

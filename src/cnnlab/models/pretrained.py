@@ -13,6 +13,7 @@ the keys.
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.build_record import record_of
 from cnnlab.errors import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -117,6 +119,9 @@ def imagenet_state_dict(
     try:
         state = weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+        objects = refused_objects(err)
+        if objects is not None:
+            raise _refusal(weights.url, objects) from None
         raise WeightsError(
             f"could not get torchvision's {weights} weights from {weights.url}: {err}. "
             "Without a network, download that file elsewhere into $TORCH_HOME/hub/checkpoints "
@@ -174,17 +179,37 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def refused_objects(err: BaseException) -> str | None:
+    """Why ``torch.load(weights_only=True)`` refused a file, in cnnlab's words: the Python
+    objects it names (``"builtins.print"``), ``""`` when it names none, or None when ``err``
+    is not such a refusal. Torch's own text advises re-running with ``weights_only=False``
+    (which would run the file's code), so it is never passed on."""
+    text = str(err)
+    if not isinstance(err, pickle.UnpicklingError) and "weights_only" not in text:
+        return None
+    names = re.findall(r"(?:Unsupported global: GLOBAL|Unsupported operand) ([\w.]+)", text)
+    return ", ".join(dict.fromkeys(names))
+
+
+def _refusal(path: Path | str, objects: str) -> WeightsError:
+    named = f" (Python objects: {objects})" if objects else ""
+    return WeightsError(
+        f"weights file '{path}' holds more than tensors and is refused{named}: cnnlab never "
+        "unpickles objects from a weights file"
+    )
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except (pickle.UnpicklingError, OSError, RuntimeError, EOFError, ValueError) as err:
+        objects = refused_objects(err)
+        if objects is not None:
+            raise _refusal(path, objects) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(
-            f"weights file '{path}' holds more than tensors and is refused (loading uses "
-            f"weights_only=True and never unpickles arbitrary objects): {first}"
+            f"weights file '{path}' is not a readable PyTorch file: {first}"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise WeightsError(f"weights file '{path}' is not a readable PyTorch file: {err}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -257,12 +282,14 @@ def load_pretrained(
 ) -> LoadReport:
     """Load ``weights`` (``"imagenet"`` or a file/run folder) into a zoo ``model``.
 
-    ``"imagenet"`` needs the model's registry name (``model.cnnlab_meta``) to pick torchvision's
+    ``"imagenet"`` needs the model's registry name (its build record) to pick torchvision's
     weights. The report's mean/std are the normalization those weights expect (ImageNet's for
     a torchvision-family model loaded from a file, None otherwise).
     """
-    meta = getattr(model, "cnnlab_meta", {})
-    name, options = meta.get("name"), meta.get("kwargs", {})
+    record = record_of(model)
+    registry = record is not None and record.kind == "registry"
+    name = record.name if registry else None
+    options = dict(record.options) if registry else {}
     if str(weights) == "imagenet":
         if name is None:
             raise WeightsError("weights 'imagenet' need a zoo model (create_model(name))")

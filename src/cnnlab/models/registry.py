@@ -12,13 +12,14 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from cnnlab.errors import ShapeError, UnknownModelError
+from cnnlab.build_record import BuildRecord, attach
+from cnnlab.errors import ConfigError, ShapeError, UnknownModelError
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
 Factory = Callable[..., nn.Module]
@@ -160,31 +161,44 @@ def create_model(
         **kwargs: options of the model's factory (e.g. ``batchnorm=True``, ``include_top``).
 
     Returns:
-        The model; ``model.cnnlab_meta`` holds its name, input shape ``(C, H, W)``, classes and
-        the factory options given; with ``pretrained``, ``model.cnnlab_pretrained`` is the
-        :class:`~cnnlab.models.pretrained.LoadReport` (with the normalization expected).
+        The model; its :func:`~cnnlab.build_record.record_of` holds its name, input shape
+        ``(C, H, W)``, classes and the factory options given; with ``pretrained``, the record's
+        ``pretrained`` is the :class:`~cnnlab.models.pretrained.LoadReport` (with the
+        normalization expected).
+
+    Raises:
+        UnknownModelError: an unknown name or option. ConfigError: a bad ``num_classes``.
+        ShapeError: an input the model cannot take.
     """
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
     classes = info.num_classes if num_classes is None else num_classes
-    if classes is not None and (not isinstance(classes, int) or classes <= 0):
-        raise UnknownModelError(f"num_classes={classes!r} must be a positive int")
+    check_num_classes(classes, name)
     _check_kwargs(info, kwargs)
     try:
         model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
     except ShapeError as err:
         raise ShapeError(f"model {name!r} at input {hwc(shape)}: {err}") from err
-    model.cnnlab_meta = {
-        "name": name,
-        "input_shape": shape,
-        "num_classes": classes,
-        "kwargs": dict(kwargs),  # with name and shape: enough to rebuild it (run folders)
-    }
+    # name, shape, classes and the options: enough to rebuild it (run folders)
+    record = BuildRecord(name, shape, classes, kind="registry", options=dict(kwargs))
+    attach(model, record)
     if pretrained is not None:
         from cnnlab.models.pretrained import load_pretrained
 
-        model.cnnlab_pretrained = load_pretrained(model, pretrained)
+        attach(model, replace(record, pretrained=load_pretrained(model, pretrained)))
     return model
+
+
+def check_num_classes(classes: object, name: str) -> None:
+    """``classes`` must be None (the model's default) or a positive int.
+
+    Raises:
+        ConfigError: naming the model and the bad value.
+    """
+    if classes is None:
+        return
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0:
+        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
 
 
 def check_model_options(name: str, options: dict[str, Any]) -> None:

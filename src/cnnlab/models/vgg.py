@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cnnlab.errors import UnknownModelError
+from cnnlab.errors import ConfigError
 from cnnlab.layers import Conv2d, Dense, MaxPool2d, infer_output_shape
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
@@ -98,7 +98,7 @@ class VGG(nn.Module):
             ``(N, C, H', W')`` (Keras ``include_top=False``).
 
     Raises:
-        UnknownModelError: when ``include_top`` is set without ``num_classes``.
+        ConfigError: when ``include_top`` is set without ``num_classes``.
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class VGG(nn.Module):
         self.classifier: nn.Module | None = None
         if include_top:
             if num_classes is None:
-                raise UnknownModelError(
+                raise ConfigError(
                     "include_top=True needs num_classes (a positive int), got None; "
                     "use include_top=False for the conv base"
                 )

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnlab.build_record import BuildRecord, attach
 from cnnlab.errors import SpecError
 from cnnlab.shapes import hwc
 from cnnlab.spec.graph import SpecModel, build_graph
@@ -27,9 +28,10 @@ def build_from_spec(
         num_classes: overrides the spec's ``classes:`` (what ``units: classes`` means).
 
     Returns:
-        A `SpecModel`; ``model.cnnlab_meta`` is ``{"name", "input_shape": (C, H, W),
-        "num_classes"}`` as for `cnnlab.models.create_model`, ``model.graph`` maps each layer
-        to its inputs and ``model.spec`` is the loaded `Spec`.
+        A `SpecModel`; its :func:`~cnnlab.build_record.record_of` holds the name, input
+        shape ``(C, H, W)``, classes and the spec as written (as `cnnlab.models.build`'s
+        models do), ``model.graph`` maps each layer to its inputs and ``model.spec`` is the
+        loaded `Spec`.
 
     Raises:
         SpecError: a one-line message naming the layer (index and name), the field, the bad
@@ -57,7 +59,8 @@ def _build(
     classes = spec.num_classes if num_classes is None else parse_classes(num_classes, "num_classes")
     model = build_graph(spec.layers, shape, classes)
     _check_output(model, spec, classes)
-    model.cnnlab_meta = {"name": spec.name, "input_shape": shape, "num_classes": classes}
+    kind = "spec" if spec.raw else "module"  # without the spec as written, no rebuilding
+    attach(model, BuildRecord(spec.name, shape, classes, kind=kind, options=spec.raw))
     model.spec = spec
     return model
 

@@ -13,6 +13,7 @@ from torch import nn
 from cnnlab.data import DataConfig
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
+from cnnlab.models import build
 from cnnlab.shapes import parse_input_shape
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train.history import History
@@ -50,31 +51,13 @@ class Run:
 
 
 def build_model(desc: dict[str, Any]) -> nn.Module:
-    """Rebuild the model a run describes (``config.yaml``'s ``model:`` section).
+    """Rebuild the model a run describes (``config.yaml``'s ``model:`` section) with
+    :func:`cnnlab.models.build`.
 
     Raises:
         RunError: a model built by custom Python code, which the folder cannot rebuild.
     """
-    kind = desc.get("kind")
-    shape, classes = desc.get("input_shape"), desc.get("num_classes")
-    if kind == "registry":
-        from cnnlab.models import create_model
-
-        return create_model(
-            desc["name"], num_classes=classes, input_shape=shape, **desc.get("kwargs", {})
-        )
-    if kind == "spec":
-        from cnnlab.spec import build_from_spec
-
-        return build_from_spec(desc["spec"], input_shape=shape, num_classes=classes)
-    if kind == "transfer":
-        from cnnlab.transfer.model import rebuild_transfer_model
-
-        return rebuild_transfer_model(desc["transfer"], classes)
-    raise RunError(
-        f"the run's model {desc.get('name')!r} was built by Python code (kind {kind!r}); "
-        "build it again and pass it as load_run(path, model=...)"
-    )
+    return build(desc)
 
 
 def resolve_run_dir(path: str | Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.build_record import param_groups as recorded_groups
 from cnnlab.errors import ConfigError
 from cnnlab.train.config import TrainConfig
 
@@ -26,8 +27,8 @@ def param_groups(
     Raises:
         ConfigError: no trainable parameter at all (a fully frozen model).
     """
-    if groups is None and hasattr(model, "cnnlab_param_groups"):
-        groups = model.cnnlab_param_groups()  # e.g. a backbone at a lower learning rate
+    if groups is None:
+        groups = recorded_groups(model)  # e.g. a backbone at a lower learning rate
     given = groups if groups is not None else [{"params": list(model.parameters())}]
     out = []
     for index, group in enumerate(given):

@@ -4,14 +4,14 @@
 ``cnnlab finetune`` command); `load_backbone` and `build_transfer_model` build the pieces.
 """
 
-from cnnlab.transfer.backbone import PretrainedBackbone, load_backbone
-from cnnlab.transfer.finetune import FinetuneConfig, FinetuneResult, finetune
-from cnnlab.transfer.model import (
+from cnnlab.models.transfer import (
     TransferModel,
     backbone_blocks,
     build_transfer_model,
     set_trainable,
 )
+from cnnlab.transfer.backbone import PretrainedBackbone, load_backbone
+from cnnlab.transfer.finetune import FinetuneConfig, FinetuneResult, finetune
 
 __all__ = [
     "FinetuneConfig",

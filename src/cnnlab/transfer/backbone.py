@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnnlab.data.datasets import parse_image_size
-from cnnlab.errors import ConfigError
-from cnnlab.models import create_model, model_info
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.layers import infer_output_shape
+from cnnlab.models import build, create_model, model_info, record_of
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
-from cnnlab.shapes import parse_input_shape
-from cnnlab.transfer.model import Backbone, feature_trunk, strip_last_linear
+from cnnlab.models.transfer import Backbone, feature_trunk, strip_last_linear
+from cnnlab.shapes import Shape, parse_input_shape
+from cnnlab.train.run import RunFolder
 
 
 @dataclass
@@ -67,8 +71,6 @@ def _headless_options(factory) -> dict[str, Any]:
 def _from_zoo(
     name: str, weights: str, size: tuple[int, int] | None, progress: bool
 ) -> PretrainedBackbone:
-    from cnnlab.train.run import model_description
-
     info = model_info(name)
     channels, height, width = info.input_shape
     if size is not None:
@@ -81,7 +83,7 @@ def _from_zoo(
     report = None
     if weights != "none":
         report = load_pretrained(model, weights, progress=progress, warn=False)
-    desc = {"model": model_description(model), "strip": None}
+    desc = {"model": record_of(model).description(), "strip": None}
     if not options:
         desc["strip"] = strip_last_linear(model)
     normalizer = None
@@ -92,24 +94,19 @@ def _from_zoo(
 
 
 def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> PretrainedBackbone:
-    from cnnlab.train.loading import build_model
-    from cnnlab.train.run import RunFolder
-
     config = RunFolder(path).read_config()
     desc = dict(config["model"])
-    shape = tuple(parse_input_shape(desc["input_shape"]))
-    if size is not None and tuple(size) != shape[1:]:
-        raise ConfigError(
-            f"run '{path}' trained its model on {shape[1]}x{shape[2]} images; its backbone "
-            f"takes that size, not --image-size {size[0]}x{size[1]}"
-        )
+    trained = tuple(parse_input_shape(desc["input_shape"]))
     # a zoo model with include_top is rebuilt headless (its head's weights are dropped); any
     # other model loses its last dense layer after loading
     registry = desc.get("kind") == "registry"
     headless = _headless_options(model_info(desc["name"]).factory) if registry else {}
     if headless:
         desc["kwargs"] = {**desc.get("kwargs", {}), **headless}
-    model = build_model(desc)
+    shape = trained if size is None else (trained[0], *size)
+    if shape != trained:
+        _check_size(path, desc, trained, shape, bool(headless))
+    model = build(desc, input_shape=_hwc_tuple(shape))
     report = None
     if weights != "none":
         source = path if weights is None else weights
@@ -117,5 +114,44 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
     strip = None if headless else strip_last_linear(model)
     normalizer = config["data"].get("normalizer")
     name = f"{desc.get('name')}-{path.name}"
-    backbone = Backbone(feature_trunk(model), shape, {"model": desc, "strip": strip}, name)
+    model_desc = record_of(model).description()
+    backbone = Backbone(feature_trunk(model), shape, {"model": model_desc, "strip": strip}, name)
     return PretrainedBackbone(backbone, report, normalizer)
+
+
+def _hwc_tuple(shape: Shape) -> tuple[int, int, int]:
+    channels, height, width = shape
+    return (height, width, channels)
+
+
+def _check_size(path: Path, desc: dict[str, Any], trained: Shape, shape: Shape, headless: bool):
+    """Refuse an input size the run's backbone cannot take: its trunk fails on that size, or
+    its weights would change shape (a flatten before a dense layer). Both are tried on the
+    meta device (no memory, no arithmetic).
+
+    Raises:
+        ConfigError: naming the run, its trained size and the size asked for, and why.
+    """
+
+    def trunk_and_weights(at: Shape) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
+        model = build(desc, input_shape=_hwc_tuple(at), device="meta")
+        if not headless:
+            strip_last_linear(model)
+        return model, {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    reason = None
+    try:
+        model, new = trunk_and_weights(shape)
+        _, old = trunk_and_weights(trained)
+        changed = sorted(k for k in old if new.get(k) != old[k])
+        if changed:
+            reason = f"the weights of {changed[0]} depend on the image size"
+        else:
+            infer_output_shape(feature_trunk(model), shape)
+    except (CnnlabError, RuntimeError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if reason is not None:
+        raise ConfigError(
+            f"run '{path}' trained its model on {trained[1]}x{trained[2]} images; its backbone "
+            f"takes that size, not --image-size {shape[1]}x{shape[2]} ({reason})"
+        )

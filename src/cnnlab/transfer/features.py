@@ -18,8 +18,8 @@ import torch
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.memory import DeviceLoader
 from cnnlab.data.pipeline import Loaders
+from cnnlab.models.transfer import TransferModel, pooled_width
 from cnnlab.train.device import autocast
-from cnnlab.transfer.model import TransferModel, pooled_width
 
 
 class FeatureLoader:

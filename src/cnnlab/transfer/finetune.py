@@ -24,6 +24,7 @@ from cnnlab.data import DataConfig, build_loaders
 from cnnlab.data.memory import memory_budget
 from cnnlab.data.pipeline import Loaders
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.models.transfer import HEADS, TransferModel, build_transfer_model, set_trainable
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
@@ -34,7 +35,6 @@ from cnnlab.train.run import BEST, METRICS, STATE, RunFolder, new_run_path
 from cnnlab.train.session import agreed_path, data_name
 from cnnlab.transfer.backbone import PretrainedBackbone, load_backbone
 from cnnlab.transfer.features import feature_cache_bytes, feature_loaders
-from cnnlab.transfer.model import HEADS, TransferModel, build_transfer_model, set_trainable
 
 FINETUNE = "finetune.yaml"
 STAGES = ("1-head", "2-finetune")

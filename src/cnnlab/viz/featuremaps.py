@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
+from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.shapes import keras_shape
 from cnnlab.viz.filters import mosaic_ticks, tile_mosaic
@@ -104,12 +105,12 @@ def default_layers(
     (VGG's ``Conv2d, ReLU``) is shown after the activation, as Keras' conv layer would be.
     When there are more, they are picked evenly from first to last.
 
-    ``x`` is a batch to trace with (default: zeros of ``model.cnnlab_meta["input_shape"]``).
+    ``x`` is a batch to trace with (default: zeros of the model's recorded input shape).
     """
     from cnnlab.summary import layer_modules
 
     if x is None:
-        x = torch.zeros(1, *model.cnnlab_meta["input_shape"])
+        x = torch.zeros(1, *record_of(model).input_shape)
     rows = list(layer_modules(model))
     chosen = []
     for i, (name, module) in enumerate(rows):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.layers.shape_infer import eval_mode
 from cnnlab.viz.featuremaps import first_tensor, named_layers
@@ -66,13 +67,13 @@ def default_cam_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     """The last module (in the order forward finishes them) whose output is 4-D with a spatial
     size above 1x1: the last conv/pool stage, where Grad-CAM looks by default.
 
-    ``x`` is a batch to trace with (default: zeros of ``model.cnnlab_meta["input_shape"]``).
+    ``x`` is a batch to trace with (default: zeros of the model's recorded input shape).
 
     Raises:
         ConfigError: no module gives such an output.
     """
     if x is None:
-        x = torch.zeros(1, *model.cnnlab_meta["input_shape"])
+        x = torch.zeros(1, *record_of(model).input_shape)
     finished: list[str] = []
 
     def hook(name: str):

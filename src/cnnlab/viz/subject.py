@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
-from cnnlab.summary import SPEC_SUFFIXES, resolve_model
+from cnnlab.models import build, is_spec_path, model_name, record_of
 
 
 @dataclass
@@ -55,14 +55,11 @@ def load_subject(source: str | Path, weights: str = "best") -> Subject:
 
         run = load_run(path, weights=weights, device="cpu")
         return Subject(run.model, run.input_shape, run.normalizer, run.classes, path.name, True)
-    if path.suffix.lower() in SPEC_SUFFIXES:
-        if not path.is_file():
-            raise RunError(f"spec file '{text}' does not exist")
-    elif "/" in text or "\\" in text:
-        raise RunError(f"'{text}' is not a run folder, a spec file or a registered model name")
-    model, shape, name = resolve_model(text, device="cpu")
-    model.eval()
-    return Subject(model, tuple(shape), Normalizer("scale"), None, name, False)
+    if is_spec_path(path) and not path.is_file():
+        raise RunError(f"spec file '{text}' does not exist")
+    model = build(text, device="cpu").eval()
+    shape = record_of(model).input_shape
+    return Subject(model, tuple(shape), Normalizer("scale"), None, model_name(model), False)
 
 
 def load_input(subject: Subject, image_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
