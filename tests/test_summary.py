@@ -137,3 +137,41 @@ def test_padding_table_lesson_004():
     assert table == {"valid": 24, "same": 28, "full": 32}
     with pytest.raises(ShapeError, match="kernel=0"):
         padding_table(28, 0)
+
+
+def test_zoo_rows_are_cached_keyed_on_the_source(tmp_path, monkeypatch):
+    """`cnnlab models` measures the zoo once per source; later calls read the cached rows."""
+    from cnnlab import catalog
+
+    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path))
+    fresh = catalog.zoo_rows("lenet*", use_cache=False)
+    assert [r.params for r in fresh] == [61_706, 61_706]
+    everything = catalog.zoo_rows()
+    assert catalog.cache_path().is_file()
+    with monkeypatch.context() as patch:
+        patch.setattr(catalog, "measure", lambda name: pytest.fail(f"measured {name} again"))
+        assert catalog.zoo_rows("lenet*") == fresh
+        assert catalog.zoo_rows() == everything
+    catalog.cache_path().write_text('{"rows": [{"name": "lenet5"}]}')  # damaged: measured again
+    assert catalog.zoo_rows("lenet*") == fresh
+    stale = tmp_path / "zoo-0000000000000000.json"
+    stale.write_text("{}")
+    catalog.cache_path().unlink()
+    catalog.zoo_rows("lenet5")
+    assert not stale.exists()  # rows of an earlier source are removed when new ones are kept
+
+
+def test_zoo_cache_key_follows_the_measuring_source(tmp_path, monkeypatch):
+    from cnnlab import catalog
+
+    for entry in catalog.MEASURED_BY:
+        path = tmp_path / entry
+        file = path if entry.endswith(".py") else path / "x.py"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("# v1\n")
+    monkeypatch.setattr(catalog, "PACKAGE", tmp_path)
+    first = catalog.source_key()
+    (tmp_path / "train.py").write_text("# not measured\n")
+    assert catalog.source_key() == first
+    (tmp_path / "layers" / "x.py").write_text("# v2\n")
+    assert catalog.source_key() != first

@@ -1,14 +1,32 @@
-"""The rows of ``cnnlab models``: every registered model measured at its default input."""
+"""The rows of ``cnnlab models``: every registered model measured at its default input.
+
+Measuring the whole zoo (building 29 models on the meta device and tracing each for its MACs)
+takes seconds, and its result only changes when cnnlab's source or torch changes. So the rows
+are kept in ``$CNNLAB_HOME/zoo-<key>.json`` (default ``~/.cache/cnnlab``), keyed on a digest
+of the source files that decide them (:data:`MEASURED_BY`) and the torch version; ``cnnlab
+models`` then reads one small file. A missing, unreadable or stale file is measured again; an
+unwritable cache is skipped.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 
+from cnnlab.atomic import write_text_atomic
 from cnnlab.models import create_model, list_models, model_info
 from cnnlab.params import count_params
 from cnnlab.trace import trace_model
+
+PACKAGE = Path(__file__).resolve().parent
+# what the rows depend on: the models, their blocks, the counting and tracing, this file
+MEASURED_BY = ("models", "layers", "params.py", "trace.py", "shapes.py", "catalog.py")
+CACHE_FORMAT = 1  # bump when ZooRow's fields change
 
 
 @dataclass(frozen=True)
@@ -32,25 +50,80 @@ class ZooRow:
         return f"{self.macs / 1e6:.2f} M"
 
 
-def zoo_rows(pattern: str | None = None) -> list[ZooRow]:
-    """Measure each model matching ``pattern`` (substring or glob) at its default input."""
-    rows = []
-    for name in list_models(pattern):
-        info = model_info(name)
-        with torch.device("meta"):
-            model = create_model(name)
-        _, _, flops = trace_model(model, info.input_shape, [])
-        counts = count_params(model)
-        rows.append(
-            ZooRow(
-                name,
-                counts.total,
-                counts.non_trainable,
-                flops // 2,
-                info.input_hwc,
-                info.num_classes,
-                info.source,
-                info.description,
-            )
-        )
-    return rows
+def measure(name: str) -> ZooRow:
+    """Build ``name`` at its default input on the meta device; count and trace it."""
+    info = model_info(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    _, _, flops = trace_model(model, info.input_shape, [])
+    counts = count_params(model)
+    return ZooRow(
+        name,
+        counts.total,
+        counts.non_trainable,
+        flops // 2,
+        info.input_hwc,
+        info.num_classes,
+        info.source,
+        info.description,
+    )
+
+
+def zoo_rows(pattern: str | None = None, *, use_cache: bool = True) -> list[ZooRow]:
+    """Each model matching ``pattern`` (substring or glob) measured at its default input.
+
+    Args:
+        pattern: as :func:`cnnlab.models.list_models` takes it.
+        use_cache: read and write the cached measurements (see the module docstring).
+    """
+    names = list_models(pattern)
+    if not use_cache:
+        return [measure(n) for n in names]
+    path = cache_path()
+    rows = _read_cache(path)
+    if rows is None or set(rows) != set(list_models()):
+        rows = {n: measure(n) for n in list_models()}
+        _write_cache(path, rows)
+    return [rows[n] for n in names]
+
+
+def source_key() -> str:
+    """Digest of the source files the rows depend on (:data:`MEASURED_BY`), the cache format
+    and torch's version: any change to a model, a layer or the counting invalidates the rows."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT} {torch.__version__}".encode())
+    for entry in MEASURED_BY:
+        path = PACKAGE / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(PACKAGE)).encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    """Where the rows of this source are cached (``$CNNLAB_HOME`` or ``~/.cache/cnnlab``)."""
+    root = os.environ.get("CNNLAB_HOME") or Path.home() / ".cache" / "cnnlab"
+    return Path(root) / f"zoo-{source_key()}.json"
+
+
+def _read_cache(path: Path) -> dict[str, ZooRow] | None:
+    try:
+        data = json.loads(path.read_text())
+        names = {f.name for f in fields(ZooRow)}
+        rows = [ZooRow(**item) for item in data["rows"] if set(item) == names]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # absent or damaged: measured again
+    if len(rows) != len(data["rows"]):
+        return None
+    return {r.name: r for r in rows}
+
+
+def _write_cache(path: Path, rows: dict[str, ZooRow]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"rows": [asdict(r) for r in rows.values()]}, indent=1)
+        write_text_atomic(path, text + "\n")
+        for old in path.parent.glob("zoo-*.json"):  # rows of earlier sources: never read again
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only home: the rows were measured, only not kept
