@@ -11,10 +11,18 @@ import torch
 
 from cnnlab.data import LoadOptions, load_dataset, load_splits
 from cnnlab.data.cache import cache_file
-from cnnlab.data.decode import decode_files, decode_image_bytes, sniff_format
+from cnnlab.data.decode import decode_files, decode_image_bytes, read_image, sniff_format
 from cnnlab.data.folder import DataWarning, scan_folder
 from cnnlab.errors import CorruptImageError, DataError, UnknownDatasetError
-from image_files import class_pixels, image_bytes, make_class_folder, write_image
+from image_files import (
+    animated_gif,
+    class_pixels,
+    image_bytes,
+    make_class_folder,
+    png16_bytes,
+    png_bomb,
+    write_image,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -295,3 +303,183 @@ def test_options_object_and_overrides(tmp_path):
     splits = load_splits(tmp_path / "d", opts, image_size=(4, 4))
     assert splits.train.shape == (3, 4, 4) and len(splits.val) == 6
     assert list((tmp_path / "elsewhere" / "decoded").glob("*.safetensors"))
+
+
+# --- hostile images and folders (issue 13) -----------------------------------------------------
+
+
+def _warnings_of(fn):
+    """fn()'s result and the text of every DataWarning it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    return result, " | ".join(str(w.message) for w in caught if w.category is DataWarning)
+
+
+def test_decompression_bomb_is_skipped_and_named_with_the_limit(tmp_path, monkeypatch):
+    from cnnlab.data import decode
+
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=3)
+    (tmp_path / "d" / "a" / "bomb.png").write_bytes(png_bomb())
+    seen = []  # the bomb must be refused from its header, before any decoder sees it
+    real = decode._torchvision_decoder()
+    monkeypatch.setattr(
+        decode, "_torchvision_decoder", lambda: lambda d, c: seen.append(d) or real(d, c)
+    )
+    train, text = _warnings_of(lambda: load_dataset(tmp_path / "d", val_split=0, workers=0))
+    assert len(train) == 6 and seen and png_bomb() not in seen
+    assert "bomb.png: 30000x30000 image over the limit of 178,956,970 pixels" in text
+    with pytest.raises(CorruptImageError, match="30000x30000 image over the limit"):
+        decode_image_bytes(png_bomb(), 3, source="bomb.png")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [png_bomb(20000, 9000), image_bytes(class_pixels(0, 0), "JPEG")],
+    ids=["png", "jpeg"],
+)
+def test_pixel_limit_is_checked_from_every_header(data, monkeypatch):
+    from cnnlab.data import decode
+
+    monkeypatch.setattr(decode, "MAX_IMAGE_PIXELS", 63)  # an 8x8 JPEG is now over the limit
+    with pytest.raises(CorruptImageError, match="over the limit of 63 pixels"):
+        decode_image_bytes(data, 3, source="big")
+
+
+def test_bmp_and_gif_bombs_are_refused_through_pil(monkeypatch):
+    from cnnlab.data import decode
+
+    monkeypatch.setattr(decode, "MAX_IMAGE_PIXELS", 63)
+    for fmt in ("BMP", "GIF"):
+        with pytest.raises(CorruptImageError, match="8x8 image over the limit of 63"):
+            decode_image_bytes(image_bytes(class_pixels(0, 0), fmt), 3, source="x")
+
+
+def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
+    values = np.array([[0, 257, 65535, 32896]] * 4, dtype=np.uint16)  # 32896 = 128 * 257
+    gray = decode_image_bytes(png16_bytes(values), channels=1)
+    assert gray.dtype == torch.uint8 and gray[0, 0].tolist() == [0, 1, 255, 128]
+    assert decode_image_bytes(png16_bytes(values), channels=3).shape == (3, 4, 4)
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2, size=(4, 4))
+    (tmp_path / "d" / "a" / "deep.png").write_bytes(png16_bytes(values))
+    train = load_dataset(tmp_path / "d", val_split=0)
+    assert len(train) == 5 and not train.skipped
+
+
+def test_animated_gif_among_grayscale_gives_its_first_frame(tmp_path):
+    frames = [class_pixels(3, i) for i in range(3)]
+    data = animated_gif(frames)
+    first = decode_image_bytes(data, channels=3)
+    assert first.shape == (3, 8, 8)
+    assert torch.equal(decode_image_bytes(data, channels=1), decode_image_bytes(data, 1))
+    assert decode_image_bytes(data, channels=1).shape == (1, 8, 8)
+    for name in ("a", "b"):
+        for i in range(3):
+            write_image(tmp_path / "g" / name / f"{i}.png", class_pixels(0, i), mode="L")
+    (tmp_path / "g" / "a" / "anim.gif").write_bytes(data)
+    train = load_dataset(tmp_path / "g", val_split=0, channels=1)
+    assert train.shape == (1, 8, 8) and len(train) == 7 and not train.skipped
+
+
+def _symlink_cases(root, case, outside):
+    make_class_folder(root, ("a", "b"), per_class=2)
+    if case == "file loop":
+        os.symlink("loop.png", root / "a" / "loop.png")
+        return root / "a" / "loop.png", "Too many levels of symbolic links"
+    if case == "broken file":
+        os.symlink("gone.png", root / "a" / "x.png")
+        return root / "a" / "x.png", "No such file"
+    if case == "dir loop":
+        os.symlink(".", root / "a" / "again")
+        return root / "a" / "again", "a link cycle"
+    if case == "class to root":
+        os.symlink("/", root / "everything")
+        return root / "everything", "links to /, which holds it"
+    if case == "class to dataset":
+        os.symlink(root, root / "c")
+        return root / "c", "which holds it"
+    make_class_folder(outside, ("x",), per_class=2)
+    os.symlink(outside / "x", root / "a" / "elsewhere")
+    return root / "a" / "elsewhere", f"outside {root.resolve()}"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["file loop", "broken file", "dir loop", "class to root", "class to dataset", "nested out"],
+)
+def test_links_are_followed_only_where_safe_and_skips_named(tmp_path, case):
+    root = tmp_path / "d"
+    link, reason = _symlink_cases(root, case, tmp_path / "outside")
+    layout, text = _warnings_of(lambda: scan_folder(root))
+    assert layout.classes == ["a", "b"]
+    assert len(layout.splits["train"].files) == 4
+    assert f"{link}: " in text and reason in text
+
+
+def test_class_folder_linked_from_elsewhere_is_still_read(tmp_path):
+    make_class_folder(tmp_path / "pool", ("cats", "dogs"), per_class=2)
+    (tmp_path / "d").mkdir()
+    for name in ("cats", "dogs"):
+        os.symlink(tmp_path / "pool" / name, tmp_path / "d" / name)
+    layout, text = _warnings_of(lambda: scan_folder(tmp_path / "d"))
+    assert layout.classes == ["cats", "dogs"] and len(layout.splits["train"].files) == 4
+    assert text == ""
+
+
+def test_fifo_named_like_an_image_is_skipped_not_read(tmp_path):
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2)
+    os.mkfifo(tmp_path / "d" / "a" / "pipe.png")
+    train, text = _warnings_of(lambda: load_dataset(tmp_path / "d", val_split=0))
+    assert len(train) == 4 and "pipe.png: not a regular file" in text
+    with pytest.raises(CorruptImageError, match="not a regular file"):
+        read_image(tmp_path / "d" / "a" / "pipe.png")
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_empty_source_is_refused_not_the_working_directory(tmp_path, monkeypatch, source):
+    make_class_folder(tmp_path / "cwd", ("a", "b"), per_class=2)
+    monkeypatch.chdir(tmp_path / "cwd")  # a loadable folder: the old code trained on it
+    with pytest.raises(DataError, match=f"data source '{source}' is empty.*digits"):
+        load_splits(source)
+    with pytest.raises(DataError, match="is empty"):
+        scan_folder(source)
+
+
+def test_one_class_dataset_is_refused(tmp_path):
+    make_class_folder(tmp_path / "d", ("only",), per_class=4)
+    with pytest.raises(DataError, match=r"one class folder \(only\).*at least 2 classes"):
+        load_splits(tmp_path / "d")
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])
+def test_class_folder_without_images_is_named(tmp_path, content):
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2)
+    (tmp_path / "d" / "empty").mkdir()
+    if content:
+        (tmp_path / "d" / "empty" / content).write_text("x")
+    with pytest.raises(DataError, match=r"d/empty: class folder without images.*remove the"):
+        load_splits(tmp_path / "d")
+
+
+def test_hidden_folders_are_still_ignored(tmp_path):
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2)
+    (tmp_path / "d" / ".ipynb_checkpoints").mkdir()
+    assert scan_folder(tmp_path / "d").classes == ["a", "b"]
+
+
+@pytest.mark.parametrize("size", ["100000x100000", "13377x13378", 200000])
+def test_huge_image_size_is_refused_before_allocating(tmp_path, size):
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2)
+    with pytest.raises(DataError, match=r"image size \d+x\d+ has [\d,]+ pixels, over the limit"):
+        load_splits(tmp_path / "d", image_size=size)
+
+
+def test_decoded_size_is_checked_against_free_memory(tmp_path, monkeypatch):
+    from cnnlab.data import imageset
+
+    make_class_folder(tmp_path / "d", ("a", "b"), per_class=2)
+    monkeypatch.setattr(imageset, "host_memory_available", lambda: 1000)
+    with pytest.raises(DataError, match=r"4 images of 30x30x3 need .* GB of free memory"):
+        load_splits(tmp_path / "d", image_size="30x30", cache=False)
+    with pytest.raises(DataError, match=r"digits: 1,797 images of 30x30x1"):
+        load_splits("digits", image_size="30x30")

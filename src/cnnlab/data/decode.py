@@ -134,7 +134,7 @@ def _torchvision_decoder() -> Callable | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(buffer, mode=mode)
         if image.dtype == torch.uint16:  # 16-bit PNG: keep the high byte (65535 -> 255)
-            image = (image >> 8).to(torch.uint8)
+            image = (image.to(torch.int32) >> 8).to(torch.uint8)
         return image
 
     return decode
@@ -160,9 +160,8 @@ def _decode_pil(data: bytes, channels: int, source: str) -> torch.Tensor:
             gray = torch.from_numpy((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
             return convert_channels(gray[None, None], channels)[0]
         converted = image.convert("RGB" if channels == 3 else "L")
-    array = np.asarray(converted, dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # HWC -> CHW
-    return torch.from_numpy(np.ascontiguousarray(array))
+    pixels = torch.from_numpy(np.array(converted, dtype=np.uint8))  # a writable copy
+    return pixels[None] if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

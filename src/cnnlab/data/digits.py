@@ -28,7 +28,7 @@ def load_digits_splits(opts: LoadOptions) -> DatasetSplits:
     bunch = load_digits()
     pixels = np.asarray(bunch.images, dtype=np.float32) * (255.0 / 16.0)  # (1797, 8, 8)
     images = torch.from_numpy(np.rint(pixels).astype(np.uint8))[:, None]  # (N, 1, 8, 8)
-    images = resize_images(images, opts.image_size or DEFAULT_SIZE)
+    images = resize_images(images, opts.image_size or DEFAULT_SIZE, name="digits")
     labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
     classes = [str(c) for c in range(10)]
     train_idx, test_idx = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)

@@ -76,21 +76,21 @@ def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _follow(entry: os.DirEntry, root_real: str, seen: set[str], walk: _Walk) -> str | None:
+def _follow(entry: os.DirEntry, within: tuple[str, ...], seen: set[str], walk: _Walk) -> str | None:
     """The real path of the directory ``entry`` (a folder or a link to one) to walk, or None.
 
-    Links are followed only into the dataset root (a class folder linked to ``/`` would walk the
-    whole file system), never to a folder that holds them, and no real folder is walked twice
-    (so a link cycle ends).
+    A link is never followed to a folder that holds it (a cycle: a class folder linked to ``/``
+    would walk the whole file system) nor, when ``within`` names folders, out of them; and no
+    real folder is walked twice. What is not followed is named in ``walk.skipped``.
     """
     parent = os.path.realpath(os.path.dirname(entry.path))
     if entry.is_symlink():
         real = os.path.realpath(entry.path)
-        if not _inside(real, root_real):
-            walk.skipped.append(f"{entry.path}: links to {real}, outside the dataset {root_real}")
-            return None
         if _inside(parent, real):
             walk.skipped.append(f"{entry.path}: links to {real}, which holds it (a link cycle)")
+            return None
+        if within and not any(_inside(real, folder) for folder in within):
+            walk.skipped.append(f"{entry.path}: links to {real}, outside {within[0]}")
             return None
     else:
         real = os.path.join(parent, entry.name)
@@ -132,7 +132,7 @@ def _walk_files(directory: str, root_real: str) -> _Walk:
     Plain strings and ``os.scandir``: pathlib costs seconds on a 60,000-file tree.
     """
     walk, top = _Walk(), os.path.realpath(directory)
-    pending, seen = [directory], {top}
+    pending, seen, within = [directory], {top}, (root_real, top)
     while pending:
         path = pending.pop()
         try:
@@ -144,7 +144,7 @@ def _walk_files(directory: str, root_real: str) -> _Walk:
         subdirs = []
         for entry in entries:
             is_dir = _is_dir(entry, walk)
-            if is_dir and _follow(entry, root_real, seen, walk):
+            if is_dir and _follow(entry, within, seen, walk):
                 subdirs.append(entry.path)
             elif is_dir is False:
                 _add_file(entry, walk)
@@ -156,13 +156,14 @@ def _by_name(entry: os.DirEntry) -> str:
     return entry.name
 
 
-def _class_dirs(directory: Path, root_real: str, walk: _Walk | None = None) -> list[Path]:
-    """The visible sub-folders of ``directory`` (links only into the dataset root), sorted."""
+def _class_dirs(directory: Path, walk: _Walk | None = None) -> list[Path]:
+    """The visible sub-folders of ``directory``, sorted; links to folders count unless cyclic
+    (a class folder linked to a pool of images elsewhere is a common layout)."""
     walk = walk or _Walk()
     with os.scandir(directory) as entries:
         found = [e for e in entries if not e.name.startswith(".") and _is_dir(e, walk)]
     seen: set[str] = set()
-    return sorted(Path(e.path) for e in found if _follow(e, root_real, seen, walk))
+    return sorted(Path(e.path) for e in found if _follow(e, (), seen, walk))
 
 
 def _split_dirs(root: Path, root_real: str) -> dict[str, Path]:
@@ -170,11 +171,11 @@ def _split_dirs(root: Path, root_real: str) -> dict[str, Path]:
     for split, names in SPLIT_DIRS.items():
         for name in names:
             path = root / name
-            if path.is_dir() and _inside(os.path.realpath(path), root_real):
+            if path.is_dir() and not _inside(root_real, os.path.realpath(path)):
                 found[split] = path
                 break
     # A split layout needs a train folder whose children are class folders.
-    if "train" not in found or not _class_dirs(found["train"], root_real):
+    if "train" not in found or not _class_dirs(found["train"]):
         return {}
     return found
 
@@ -183,7 +184,7 @@ def _no_images_error(root: Path, where: Path, root_real: str) -> DataError:
     loose = _walk_files(str(root), root_real).images if root.is_dir() else []
     hint = (
         f" (found {len(loose)} images but no class folders: put them in root/<class>/)"
-        if loose and not _class_dirs(root, root_real)
+        if loose and not _class_dirs(root)
         else ""
     )
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -206,7 +207,7 @@ def _empty_class_error(class_dir: Path, walk: _Walk) -> DataError:
 def _scan_split(directory: Path, root_real: str, skipped: list[str]) -> dict[str, _Walk]:
     """class name -> its walk, for each class folder of one split folder."""
     per_class, listing = {}, _Walk()
-    for class_dir in _class_dirs(directory, root_real, listing):
+    for class_dir in _class_dirs(directory, listing):
         walk = _walk_files(str(class_dir), root_real)
         skipped.extend(walk.skipped)
         if not walk.images:
@@ -227,8 +228,9 @@ def _make_split(directory: Path, per_class: dict[str, _Walk], classes: list[str]
 def scan_folder(root: str | os.PathLike) -> FolderLayout:
     """Find the classes, splits and image files under ``root`` (nothing is decoded).
 
-    Links to folders are followed only when they stay inside ``root``, each real folder once;
-    what is skipped (links out or in a cycle, broken links, FIFOs) is named in a DataWarning.
+    Links to folders are followed except to a folder that holds them (a cycle, e.g. ``/``),
+    below a class folder only inside ``root`` or that class folder, and each real folder once;
+    what is skipped (such links, broken links, FIFOs) is named in a DataWarning.
 
     Raises:
         DataError: ``root`` is empty, missing or holds no class folders with images; a class

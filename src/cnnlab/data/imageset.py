@@ -92,7 +92,7 @@ class ImageSet:
         if channels is not None and channels != images.shape[1]:
             images = convert_channels(images, channels)
         if size is not None and tuple(size) != tuple(images.shape[2:]):
-            images = resize_images(images, size)
+            images = resize_images(images, size, name=self.name or "images")
         if images is self.images:
             return self
         return ImageSet(images, self.labels, list(self.classes), self.name, list(self.skipped))
@@ -167,12 +167,18 @@ def allocate_images(count: int, channels: int, size: tuple[int, int], what: str)
     return torch.empty((count, channels, height, width), dtype=torch.uint8)
 
 
-def resize_images(images: torch.Tensor, size: tuple[int, int], batch: int = 1024) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) images to ``size`` = (H, W): bilinear, antialiased."""
+def resize_images(
+    images: torch.Tensor, size: tuple[int, int], batch: int = 1024, name: str = "images"
+) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images to ``size`` = (H, W): bilinear, antialiased.
+
+    Raises:
+        DataError: a size below 1, or a result that would not fit in memory (names ``name``).
+    """
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise DataError(f"image size must be positive, got {height}x{width}")
-    out = allocate_images(images.shape[0], images.shape[1], (height, width), "resizing")
+    out = allocate_images(images.shape[0], images.shape[1], (height, width), name)
     for start in range(0, images.shape[0], batch):
         chunk = images[start : start + batch].float()
         chunk = F.interpolate(
