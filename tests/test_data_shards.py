@@ -9,6 +9,7 @@ import io
 import json
 import re
 import tarfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -651,3 +652,174 @@ def test_load_pack_splits_decodes_and_caches(tmp_path, monkeypatch):
     pack_shards(splits, tmp_path / "pack", 3, overwrite=True)  # other shards: other cache key
     with pytest.raises(AssertionError, match="decoded again"):
         shards_read.load_pack_splits(tmp_path / "pack", opts)
+
+
+# ---------------------------------------------------------------------------------------------
+# faults: kill -9 while packing; fuzzed packs
+
+
+def _pack_in_child(src: Path, out: Path, kill_at: int | None, count_file: Path) -> None:
+    """Run ``cnnlab data pack`` in this (forked) process; SIGKILL it at file event ``kill_at``.
+
+    Events are the writes, renames and deletions packing makes: every point where a kill
+    could leave a file half-written or a pack half-replaced.
+    """
+    import os
+    import signal
+
+    from cnnlab.cli import app
+
+    events = [0]
+
+    def counted(fn):
+        def wrapper(*args, **kw):
+            events[0] += 1
+            if events[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kw)
+
+        return wrapper
+
+    os.replace, os.unlink = counted(os.replace), counted(os.unlink)
+    shards_write._HashingFile.write = counted(shards_write._HashingFile.write)
+    args = ["data", "pack", str(src), str(out), "--shards", "4", "--val-split", "0.25"]
+    try:
+        app(args, standalone_mode=False)
+    finally:
+        count_file.write_text(str(events[0]))
+
+
+def _run_pack(src: Path, out: Path, kill_at: int | None, tmp: Path) -> tuple[int, int]:
+    """(exit code, file events) of a pack in a forked child (exit code -9: killed)."""
+    import multiprocessing
+
+    count_file = tmp / "events"
+    count_file.unlink(missing_ok=True)
+    child = multiprocessing.get_context("fork").Process(
+        target=_pack_in_child, args=(src, out, kill_at, count_file)
+    )
+    child.start()
+    child.join(60)
+    events = int(count_file.read_text()) if count_file.exists() else -1
+    return child.exitcode, events
+
+
+def _pack_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())} if out.exists() else {}
+
+
+def _check_killed_pack(out: Path, reference: dict[str, bytes]) -> None:
+    """Nothing half-written is readable: a final-named file is complete, a manifest means a
+    complete pack, and without one the folder is refused as a pack."""
+    for name, data in _pack_files(out).items():
+        if not name.startswith("."):  # temp files (".train-00000.tar.x1y2.tmp") are never read
+            assert data == reference[name], f"{name} half-written"
+    if (out / "manifest.json").exists():
+        for split in ("train", "val"):
+            expected = read_manifest(out)["splits"][split]["num_samples"]
+            assert len(read_shards(out, split)) == expected
+    else:
+        with pytest.raises(DataError, match="no shard manifest"):
+            ShardDataset(out)
+
+
+@pytest.mark.parametrize("points", [5, pytest.param(20, marks=pytest.mark.slow)])
+def test_kill_9_while_packing_then_repack(tmp_path, points):
+    import random
+
+    src = tmp_path / "src"
+    make_class_folder(src, ("a", "b", "c"), per_class=16)
+    reference_dir = tmp_path / "reference"
+    code, total = _run_pack(src, reference_dir, None, tmp_path)
+    assert code == 0 and total >= 20
+    reference = _pack_files(reference_dir)
+    kill_points = sorted(random.Random(13).sample(range(1, total + 1), points))
+    for i, kill_at in enumerate(kill_points):
+        out = tmp_path / f"out{i}"
+        if i % 2:  # half of the kills replace an existing complete pack
+            out.mkdir()
+            for name, data in reference.items():
+                (out / name).write_bytes(data)
+        code, _ = _run_pack(src, out, kill_at, tmp_path)
+        assert code == -9, f"not killed at event {kill_at} of {total}"
+        _check_killed_pack(out, reference)
+        assert _run_pack(src, out, None, tmp_path)[0] == 0  # the same command again
+        assert _pack_files(out) == reference  # complete and identical, no leftovers
+
+
+def _fuzz_case(rng, pack: Path) -> str:
+    """Damage ``pack`` one seeded way; returns what was done ("unsigned": a shard changed and
+    the manifest's digests were left as they were, so it must be refused)."""
+    shard = pack / rng.choice(sorted(p.name for p in pack.glob("*.tar")))
+    data = bytearray(shard.read_bytes())
+    kind = rng.choice(["flip", "truncate", "block", "member", "manifest", "json"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif kind == "truncate":
+        data = data[: rng.randrange(len(data))]
+    elif kind == "block":  # random bytes over a header or data block
+        start = rng.randrange(len(data) // 512) * 512
+        data[start : start + 512] = rng.randbytes(512)
+    elif kind == "member":
+        name = rng.choice(["../x.cls", "/abs.jpg", "a.txt", "00000000.cls", "k.png", "x/y.cls"])
+        content = rng.choice([b"1\n", b"999", b"\xff\xd8\xff"])
+        _add_member(shard, _member(name, len(content)), content)
+        data = bytearray(shard.read_bytes())
+    shard.write_bytes(bytes(data))
+    signed = kind in ("manifest", "json") or rng.random() < 0.6
+    if signed:
+        resign(pack)  # a consistent author: the damage behind the digest is reached too
+    text = (pack / "manifest.json").read_text()
+    if kind == "json":
+        text = text[: rng.randrange(len(text))]
+    elif kind == "manifest":
+        text = _edit_manifest(rng, json.loads(text))
+    (pack / "manifest.json").write_text(text)
+    return f"{kind} {shard.name}" + ("" if signed else " unsigned")
+
+
+def _edit_manifest(rng, manifest: dict) -> str:
+    """One random field of the manifest set to a random value or removed."""
+    values = [None, -1, 0, 1, 2, 10**30, "x", "../x", [], {}, True, 3.5, [0, 0], [9000, 9000]]
+    target, record = manifest, manifest["splits"]["train"]
+    candidates = [(manifest, k) for k in manifest] + [(record, k) for k in record]
+    candidates += [(s, k) for s in record["shards"] for k in s]
+    candidates += [(record["class_counts"], k) for k in record["class_counts"]]
+    target, key = rng.choice(candidates)
+    if rng.random() < 0.2:
+        del target[key]
+    else:
+        target[key] = rng.choice(values)
+    return json.dumps(manifest)
+
+
+def test_fuzzed_packs_fail_cleanly_or_load(tmp_path):
+    import random
+    import shutil
+
+    from cnnlab.errors import CnnlabError
+
+    base = tmp_path / "base"
+    pack_shards(DatasetSplits(numbered_set(12), None, numbered_set(4)), base, 2)
+    rng, outcomes = random.Random(2026), Counter()
+    for case in range(100):
+        pack = tmp_path / f"case{case}"
+        shutil.copytree(base, pack)
+        what = _fuzz_case(rng, pack)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)
+                for split in ("train", "test"):
+                    list(ShardDataset(pack, split, buffer_size=3))
+                    read_shards(pack, split, workers=0)
+                shard_stats(pack)
+            assert not what.endswith("unsigned"), f"case {case} ({what}): a changed shard loaded"
+            outcomes["loaded"] += 1
+        except CnnlabError as err:
+            assert "\n" not in str(err) and str(err), f"case {case} ({what}): {err!r}"
+            outcomes["refused"] += 1
+        except Exception as err:  # what the test is for: no other exception
+            pytest.fail(f"case {case} ({what}): internal error {type(err).__name__}: {err}")
+        shutil.rmtree(pack)
+    assert outcomes["refused"] >= 50 and outcomes["loaded"] >= 1, outcomes
