@@ -598,3 +598,30 @@ def test_fuzz_damaged_downloads_and_hostile_archives(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_fuzz_damaged_downloads_and_hostile_archives_many(tmp_path, monkeypatch):
     _fuzz(tmp_path, monkeypatch, cases=600, seed=1)
+
+
+_EXTRACT_KILLED = """
+import os, signal, sys
+import cnnlab.data.download as download
+real = download._check_member
+def check_then_die(archive, member):
+    if member.name == "top/b.txt":  # the first member is written by now
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(archive, member)
+download._check_member = check_then_die
+download.safe_extract(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_sigterm_mid_extraction_leaves_no_partial_tree(tmp_path):
+    archive = _tar_with(tmp_path / "a.tgz", (_info("top/b.txt"), b"bee"))
+    work = tmp_path / "work"
+    work.mkdir()
+    child = subprocess.run(
+        [sys.executable, "-c", _EXTRACT_KILLED, str(archive), str(work / "dest")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGTERM, child.stderr.decode()[-2000:]
+    assert _leftovers(work) == []

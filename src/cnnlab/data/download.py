@@ -302,21 +302,19 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
         if json.loads((dest / EXTRACTED_MARKER).read_text()) == stamp:
             return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
-        with _cleanup_on_sigterm():
+    with _cleanup_on_sigterm():  # outside the try: the tree is removed before the process ends
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+        try:
             _extract_members(archive, tmp)
             (tmp / EXTRACTED_MARKER).write_text(json.dumps(stamp))
             if dest.exists():  # a stale tree of ours: rename cannot replace a non-empty folder
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
-                )
-                os.replace(dest, old / dest.name)
+                old = tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
+                os.replace(dest, Path(old) / dest.name)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
 
 
