@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from cnnlab.build_record import BuildRecord, param_groups, record_of
 from cnnlab.errors import ConfigError, RunError, SpecError, UnknownModelError
 from cnnlab.models import build, create_model
 from cnnlab.models.transfer import Backbone, build_transfer_model, feature_trunk
+from transfer_helpers import write_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
 TINY_SPEC = {
@@ -29,27 +29,6 @@ TINY_SPEC = {
 
 def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def write_run(folder: Path, model: torch.nn.Module, classes: list[str]) -> Path:
-    """A run folder as `cnnlab train` leaves it, without training: config.yaml and weights."""
-    folder.mkdir(parents=True)
-    record = record_of(model)
-    config = {
-        "model": record.description(),
-        "data": {
-            "source": "digits",
-            "classes": classes,
-            "input_shape": record.description()["input_shape"],
-            "normalizer": {"mode": "scale"},
-        },
-        "train": {},
-    }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors"
-    )
-    return folder
 
 
 def test_every_source_builds_the_same_model(tmp_path):

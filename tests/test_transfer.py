@@ -15,7 +15,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.train import TrainConfig, fit, load_run
 from cnnlab.train.checkpoint import load_weights
 from cnnlab.transfer import FinetuneConfig, finetune
-from transfer_helpers import write_digit_folder
+from transfer_helpers import write_digit_folder, write_run
 
 QUIET = {"progress": "none", "device": "cpu"}
 
@@ -183,6 +183,43 @@ def test_bad_options_are_named(halves, lenet_run, tmp_path):
         data = small(halves, augment="flip") if options.feature_cache == "on" else small(halves)
         with pytest.raises(ConfigError, match=message):
             finetune(lenet_run, data, TrainConfig(run_dir=str(tmp_path / str(i)), **QUIET), options)
+
+
+def test_image_size_is_refused_only_when_the_backbone_cannot_take_it(tmp_path):
+    """A backbone ending in global pooling takes another size (its weights do not depend on
+    it); a flatten before a dense layer, or a size the pools cannot take, is refused."""
+    from cnnlab.models import create_model
+    from cnnlab.transfer import load_backbone
+
+    gap = create_model("squeezenet_flowers", input_shape="32x32x1", num_classes=3)
+    gap_run = write_run(tmp_path / "gap", gap, ["a", "b", "c"])
+    pre = load_backbone(gap_run, image_size="64x64")
+    assert pre.backbone.input_shape == (1, 64, 64)
+    assert pre.report is not None and len(pre.report.loaded) == len(gap.state_dict()) - 2
+    assert pre.backbone.desc["model"]["input_shape"] == "64x64x1"
+    with torch.no_grad():
+        assert pre.backbone.trunk(torch.zeros(2, 1, 64, 64)).shape[:2] == (2, 48)
+    with pytest.raises(ConfigError, match=r"trained its model on 32x32 .* not --image-size 3x3"):
+        load_backbone(gap_run, image_size="3x3")
+    flat = write_run(tmp_path / "flat", create_model("lenet5", num_classes=3), list("abc"))
+    with pytest.raises(ConfigError, match=r"28x28 images.*32x32 \(the weights of .* depend"):
+        load_backbone(flat, image_size="32x32")
+
+
+def test_cli_finetunes_a_gap_backbone_at_another_size(halves, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnlab.cli import app
+    from cnnlab.models import create_model
+
+    gap = create_model("squeezenet_flowers", input_shape="32x32x1", num_classes=5)
+    run = write_run(tmp_path / "gap", gap, [str(d) for d in range(5)])
+    args = ["finetune", str(run), "--data", str(halves[1]), "--image-size", "64x64"]
+    args += ["--freeze-epochs", "1", "--epochs", "0", "--run-dir", str(tmp_path / "ft")]
+    result = CliRunner().invoke(app, [*args, "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "ft" / "1-head" / "config.yaml").read_text()
+    assert "input_shape: 64x64x1" in config
 
 
 def test_cli_finetune_then_eval_predict_resume(halves, lenet_run, tmp_path):

@@ -101,6 +101,7 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
     # other model loses its last dense layer after loading
     registry = desc.get("kind") == "registry"
     headless = _headless_options(model_info(desc["name"]).factory) if registry else {}
+    full = dict(desc)
     if headless:
         desc["kwargs"] = {**desc.get("kwargs", {}), **headless}
     shape = trained if size is None else (trained[0], *size)
@@ -110,7 +111,11 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
     report = None
     if weights != "none":
         source = path if weights is None else weights
-        report = load_state(model, read_state_dict(source), str(source), warn=False)
+        state = read_state_dict(source)
+        if headless:  # the trained head's tensors (whatever its module is called) are unused
+            head = set(build(full, device="meta").state_dict()) - set(model.state_dict())
+            state = {k: v for k, v in state.items() if k not in head}
+        report = load_state(model, state, str(source), warn=False)
     strip = None if headless else strip_last_linear(model)
     normalizer = config["data"].get("normalizer")
     name = f"{desc.get('name')}-{path.name}"
