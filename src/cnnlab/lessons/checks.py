@@ -3,7 +3,8 @@ a lesson's models with its recipe through ``cnnlab compare``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,17 @@ def train_and_compare(
 
     folder = ctx.out / name
     entries = [Entry(c.label, c.model, dict(c.options or {})) for c in contenders]
-    cfg = replace(config, device=ctx.options.device, progress="none")
+    cfg = lesson_config(ctx, config)
     try:
-        compare(
-            entries, data, cfg, seeds=range(ctx.options.seeds), out_dir=folder, print_fn=ctx.say
-        )
+        with _deterministic(cfg.deterministic):
+            compare(
+                entries,
+                data,
+                cfg,
+                seeds=range(ctx.options.seeds),
+                out_dir=folder,
+                print_fn=ctx.say,
+            )
     except DataError as err:
         for c in contenders:
             ctx.needs(
@@ -115,6 +122,35 @@ def train_and_compare(
         else:
             ctx.accuracy(f"{c.label}: test accuracy", c.lesson_accuracy, value, tol)
     return results
+
+
+def lesson_config(ctx: Context, config):
+    """The TrainConfig a lesson trains with: its recipe on the chosen device, no progress bar.
+
+    Quick mode pins what decides its observations on any machine: fp32 (``precision="auto"``
+    picks bf16 on CPUs with AVX-512 bf16 or AMX and fp32 on others, and a deep net at the
+    edge of learning goes either way), deterministic kernels and the seed (0, or each of
+    ``--seeds``). Channels-last keeps fp32 convolutions fast on the CPU (oneDNN's NHWC).
+    """
+    cfg = replace(config, device=ctx.options.device, progress="none")
+    if ctx.options.quick:
+        cfg = replace(cfg, precision="fp32", deterministic=True, channels_last=True)
+    return cfg
+
+
+@contextmanager
+def _deterministic(on: bool) -> Iterator[None]:
+    """Deterministic kernels while a lesson trains (``fit`` turns them on for the process),
+    then the caller's setting back."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        if on:
+            torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
 def _data_name(data) -> str:

@@ -18,8 +18,12 @@ NEEDS = "needs data/weights"
 SEEN = "reproduced"  # a qualitative observation of the lesson holds
 NOT_SEEN = "not reproduced"
 RECORDED = "recorded"  # a figure cnnlab computes that the lesson does not print
+CHECKED = "round trip ok"  # cnnlab's own consistency check (no lesson figure to compare)
 ERROR = "error"  # an experiment that raised a cnnlab error
 FAILING = (DIFFERS, NOT_SEEN, ERROR)
+# in quick mode, the test accuracy on the digits that every model the lesson says learns must
+# reach (the quick recipes reach 93% or more; random guessing is 10%)
+QUICK_FLOOR = 0.85
 
 
 @dataclass
@@ -77,17 +81,37 @@ class Context:
         """A row that must match exactly (counts, shapes)."""
         return self.row(figure, lesson, cnnlab, MATCH if lesson == cnnlab else DIFFERS, note)
 
-    def accuracy(self, figure: str, lesson: float, cnnlab: float | None, tol: float) -> Row:
+    def accuracy(
+        self,
+        figure: str,
+        lesson: float,
+        cnnlab: float | None,
+        tol: float,
+        quick_floor: float | None = QUICK_FLOOR,
+    ) -> Row:
         """A test accuracy against the lesson's, within ``tol`` (fraction, e.g. 0.01 = 1
-        point) in full mode; in quick mode only recorded."""
+        point) in full mode. Quick mode cannot compare with the lesson's figure, but a model
+        the lesson trains to a high accuracy must still learn the digits: below
+        ``quick_floor`` (None: no floor) the row differs."""
         if cnnlab is None or math.isnan(cnnlab):
             return self.row(figure, f"{lesson:.2%}", "-", DIFFERS, "no result")
         if self.options.quick:
-            verdict, note = QUICK, "quick mode: fewer epochs/smaller data than the lesson"
+            note = "quick mode: fewer epochs/smaller data than the lesson"
+            verdict = QUICK
+            if quick_floor is not None:
+                verdict = QUICK if cnnlab >= quick_floor else DIFFERS
+                note += f"; learns the digits: >= {quick_floor:.0%} required"
         else:
             verdict = WITHIN if abs(cnnlab - lesson) <= tol else DIFFERS
             note = f"tolerance ±{tol * 100:g} points"
         return self.row(figure, f"{lesson:.2%}", f"{cnnlab:.2%}", verdict, note)
+
+    def round_trip(self, figure: str, wrote: Any, read: Any, note: str = "") -> Row:
+        """A check of cnnlab against itself (e.g. what a file format gives back): the lesson
+        column stays empty, since the lesson prints no such figure."""
+        verdict = CHECKED if wrote == read else DIFFERS
+        note = note or "cnnlab's own round trip; the lesson prints no such figure"
+        return self.row(figure, "-", f"wrote {wrote}, read {read}", verdict, note)
 
     def needs(self, figure: str, lesson: Any, what: str) -> Row:
         """A row that could not be computed here: ``what`` says how to get the data/weights."""

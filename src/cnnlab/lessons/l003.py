@@ -48,8 +48,8 @@ def shards(ctx: Context) -> None:
         return
     pack = ctx.out / "shards"
     manifest = pack_shards(splits, pack, 8, opts, overwrite=True)
-    for split, record in manifest["splits"].items():
-        ctx.exact(f"{split}: images in the shards", len(splits.get(split)), record["num_samples"])
+    for split in manifest["splits"]:
+        _read_back(ctx, pack, split, splits.get(split))
     model, label, target = (
         ("basic_cnn", "basic_cnn", None)
         if quick
@@ -62,6 +62,26 @@ def shards(ctx: Context) -> None:
     cfg = TrainConfig(epochs=2 if quick else 35, optimizer="adam", init="keras")
     train_and_compare(
         ctx, "flowers-from-shards", [Contender(label, model, target, options)], data, cfg, tol=0.05
+    )
+
+
+def _read_back(ctx: Context, pack: Path, split: str, written) -> None:
+    """One round-trip row: the images and the per-class label counts read back from the
+    shard files against what was packed (the lesson prints no count to compare with)."""
+    import torch
+
+    from cnnlab.data.shards_read import read_shards
+
+    read = read_shards(pack, split, workers=0)
+    classes = len(written.classes)
+
+    def tally(labels) -> list[int]:
+        return torch.bincount(torch.as_tensor(labels), minlength=classes).tolist()
+
+    ctx.round_trip(
+        f"round trip: {split} images read back from the shards (count, labels per class)",
+        f"{len(written):,} {tally(written.labels)}",
+        f"{len(read):,} {tally(read.labels)}",
     )
 
 
