@@ -175,3 +175,13 @@ def test_zoo_cache_key_follows_the_measuring_source(tmp_path, monkeypatch):
     assert catalog.source_key() == first
     (tmp_path / "layers" / "x.py").write_text("# v2\n")
     assert catalog.source_key() != first
+
+
+def test_summary_of_a_run_folder(tmp_path):
+    """A run folder is summarized from its saved description (through models.build)."""
+    from transfer_helpers import write_run
+
+    run = write_run(tmp_path / "run", create_model("lenet5", num_classes=3), list("abc"))
+    s = summary(run)
+    assert (s.name, s.input_shape, s.output_shape) == ("lenet5", (1, 28, 28), (3,))
+    assert s.counts.total == summary("lenet5", num_classes=3).counts.total

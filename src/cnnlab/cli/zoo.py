@@ -76,7 +76,9 @@ def _print_explain(rows) -> None:
 
 
 def summary_cmd(
-    model: Annotated[str, typer.Argument(help="Registry name or spec file (.yaml/.json).")],
+    model: Annotated[
+        str, typer.Argument(help="Registry name, spec file (.yaml/.json) or run folder.")
+    ],
     input_shape: ShapeOpt = None,
     classes: Annotated[
         int | None,
