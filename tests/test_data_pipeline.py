@@ -7,6 +7,7 @@ import torch
 
 import cnnlab.data.pipeline as pipeline
 from cnnlab.data import load_dataset
+from cnnlab.data.folder import DataWarning
 from cnnlab.data.pipeline import DataConfig, build_loaders, choose_mode
 from cnnlab.data.shards import pack_shards
 from cnnlab.errors import DataError
@@ -99,3 +100,17 @@ def test_augment_only_on_train():
 def test_bad_config_values_are_named(field, value, match):
     with pytest.raises(DataError, match=match):
         build_loaders(DataConfig(**{field: value}))
+
+
+def test_damaged_cached_pack_is_packed_again(tmp_path):
+    make_class_folder(tmp_path / "pets", per_class=4)
+    cfg = DataConfig(source=str(tmp_path / "pets"), in_memory="off", workers=0, batch_size=4)
+    build_loaders(cfg)
+    (pack,) = (tmp_path / "home" / "shards").iterdir()
+    shard = pack / "train-00000.tar"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-1024])  # the cache damaged (a full disk, a stray edit)
+    with pytest.warns(DataWarning, match=r"train-00000\.tar: sha256 .*; packing .* again"):
+        loaders = build_loaders(cfg)
+    assert shard.read_bytes() == good
+    assert sum(len(y) for _, y in loaders.train) == loaders.train.dataset_size

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from cnnlab.data.augment import AugmentConfig, parse_augment
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
+from cnnlab.data.folder import DataWarning
 from cnnlab.data.memory import DeviceLoader, fits_in_memory, images_bytes
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, choices_text
@@ -194,7 +196,11 @@ def pack_key(cfg: DataConfig) -> str:
 
 
 def ensure_pack(cfg: DataConfig) -> Path:
-    """The shard pack to stream ``cfg.source`` from: itself, or a cached pack made once."""
+    """The shard pack to stream ``cfg.source`` from: itself, or a cached pack made once.
+
+    A cached pack that no longer verifies (a damaged cache) is packed again, with a warning;
+    a pack the user gave is only checked, when it is read (see ``verify_split``).
+    """
     if _is_pack(cfg.source):
         return Path(cfg.source)
     from cnnlab.data.shards import pack_shards
@@ -202,9 +208,25 @@ def ensure_pack(cfg: DataConfig) -> Path:
 
     opts = cfg.load_options()
     out = opts.home / "shards" / pack_key(cfg)
-    if not is_shard_pack(out):
+    problem = _cache_problem(out) if is_shard_pack(out) else "missing"
+    if problem:
+        if problem != "missing":
+            warnings.warn(f"{problem}; packing {cfg.source} again", DataWarning, stacklevel=2)
         pack_shards(cfg.source, out, 16, opts, overwrite=True)
     return out
+
+
+def _cache_problem(pack: Path) -> str:
+    """Why a cached pack cannot be used as it is, or "" (verification is cached: no cost later)."""
+    from cnnlab.data.shards_read import read_manifest, verify_split
+
+    try:
+        manifest = read_manifest(pack)
+        for split in manifest["splits"]:
+            verify_split(pack, manifest, split)
+    except DataError as err:
+        return str(err)
+    return ""
 
 
 def _train_val_test(make, cfg: DataConfig, has, rank, world_size, drop_last) -> tuple:
