@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pooch
-import requests
 
 from cnnlab.atomic import _UMASK, write_text_atomic
 from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
@@ -202,8 +201,8 @@ def _download_from_mirrors(file: RemoteFile, target: Path, progress: bool) -> Pa
 
 
 def _describe(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(error, requests.HTTPError) and response is not None:
+    response = getattr(error, "response", None)  # requests' HTTPError (no import needed)
+    if response is not None and getattr(response, "status_code", None):
         return f"HTTP {response.status_code} {response.reason}"
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -232,6 +231,8 @@ class _Sink:
             if scheme == "file":
                 self._copy_local(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
             elif scheme in ("http", "https"):
+                import requests  # lazy, like pooch: 0.2 s that only a download needs
+
                 # A connection closed early then ends the stream instead of raising, so
                 # that the size check below can report both counts.
                 hooks = {"response": lambda r, *a, **k: setattr(r.raw, "enforce_content_length", 0)}
