@@ -109,3 +109,55 @@ def test_bad_spec_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.output
     missing = run("summary", str(tmp_path / "nope.yaml"))
     assert missing.exit_code == 2 and "nope.yaml" in missing.output
+
+
+def test_eval_reproduces_the_number_training_reported(trained_run, tmp_path):
+    """Same weights, same split: `cnnlab eval` runs as training's last evaluation did (its
+    precision, memory layout and batch size), so the figures are metrics.json's own."""
+    import json
+
+    from cnnlab.train.evaluation import evaluate_run
+
+    reported = json.loads((trained_run.path / "metrics.json").read_text())["test"]
+    result = evaluate_run(trained_run.path, out_dir=tmp_path / "ev", worst=0)
+    assert abs(result.metrics["loss"] - reported["loss"]) < 1e-6
+    assert result.metrics["accuracy"] == reported["accuracy"]
+    assert result.split == "test" and result.reported == reported and result.mismatch == ""
+
+
+def _folder_run(tmp_path) -> Path:
+    """A run trained in bf16 on a class folder that has only train/ and val/ splits."""
+    from image_files import make_class_folder
+
+    for split, count in (("train", 6), ("val", 5)):
+        make_class_folder(tmp_path / "flowers" / split, per_class=count, size=(28, 28))
+    run_dir = tmp_path / "run"
+    args = ["train", "lenet5", "--data", str(tmp_path / "flowers"), "--epochs", "1"]
+    args += ["--run-dir", str(run_dir), "--precision", "bf16", "--device", "cpu"]
+    result = run(*args, "--progress", "none")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_eval_takes_the_split_the_run_reported_on_and_says_why(tmp_path):
+    import json
+
+    run_dir = _folder_run(tmp_path)
+    reported = json.loads((run_dir / "metrics.json").read_text())["val"]
+    result = run("eval", str(run_dir), "--device", "cpu", "--worst", "3")
+    assert result.exit_code == 0, result.output
+    assert "evaluating the val split: the split the run reported on" in result.output
+    assert (
+        f"training reported {reported['accuracy']:.2%} on this split (computed the same way)"
+        in result.output
+    )
+    evaluated = json.loads((run_dir / "eval-val" / "eval.json").read_text())
+    assert evaluated["split"] == "val" and evaluated["precision"] == "bf16"
+    assert abs(evaluated["loss"] - reported["loss"]) < 1e-6
+    assert (run_dir / "eval-val" / "confusion.png").is_file()
+    assert (run_dir / "eval-val" / "worst.png").is_file()
+    fp32 = run("eval", str(run_dir), "--device", "cpu", "--precision", "fp32", "--worst", "0")
+    assert fp32.exit_code == 0, fp32.output
+    assert "(training evaluated in bf16, this evaluation in fp32)" in fp32.output
+    missing = run("eval", str(run_dir), "--split", "test", "--device", "cpu")
+    assert missing.exit_code == 2 and "no 'test' split (available: train, val)" in missing.output

@@ -30,13 +30,9 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One small lenet5 run shared by the eval/predict tests."""
-    root = tmp_path_factory.mktemp("cli")
-    os.environ.setdefault("CNNLAB_HOME", str(root / "home"))
-    result = run("train", "--epochs", "4", "--run-dir", root / "run", "--progress", "lines")
-    assert result.exit_code == 0, result.output
-    return root / "run", result.output
+def trained(trained_run):
+    """The session's lenet5 run (conftest.trained_run), shared by the eval/predict tests."""
+    return trained_run.path, trained_run.output
 
 
 def test_train_prints_epoch_lines_and_result(trained):

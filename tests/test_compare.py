@@ -55,12 +55,9 @@ def test_entries_parse_options_labels_and_folders():
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """lenet5 and basic_cnn, 2 seeds, 1 epoch on the digits."""
-    root = tmp_path_factory.mktemp("cmp") / "c"
-    out = compare(["lenet5", "basic_cnn"], digits(), quick(), seeds=[0, 1], out_dir=root)
-    assert not out.interrupted
-    return root, load_results(root)
+def finished(compared_dir):
+    """lenet5 and basic_cnn, 2 seeds, 1 epoch on the digits (conftest.compared_dir)."""
+    return compared_dir, load_results(compared_dir)
 
 
 def test_compare_trains_every_model_and_seed_with_one_budget(finished):

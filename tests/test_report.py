@@ -11,26 +11,19 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.compare import compare
 from cnnlab.errors import DataError, RunError
 from cnnlab.report import render_report, report_kind, write_report
-from cnnlab.train import TrainConfig, fit
-from train_helpers import config, digits
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("report") / "run"
-    fit("lenet5", digits(), config(path, epochs=2))
-    return path
+def run_dir(trained_run):
+    """The session's lenet5 run (read-only: tests that write into it take a copy)."""
+    return trained_run.path
 
 
 @pytest.fixture(scope="module")
-def compare_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("report") / "cmp"
-    cfg = TrainConfig(epochs=1, progress="none", device="cpu")
-    compare(["lenet5", "basic_cnn"], digits(), cfg, seeds=[0, 1], out_dir=path, print_fn=str)
-    return path
+def compare_dir(compared_dir):
+    return compared_dir
 
 
 def embedded_images(page: str) -> list[Image.Image]:
@@ -121,7 +114,8 @@ def test_cli_report_writes_the_file_atomically(run_dir, compare_dir, tmp_path):
     assert bad.exit_code == 2 and "is not a run" in bad.output
 
 
-def test_write_report_default_path(run_dir):
+def test_write_report_default_path(trained_run_copy):
+    run_dir = trained_run_copy
     path = write_report(run_dir, samples=0)
     assert path == run_dir / "report.html"
 

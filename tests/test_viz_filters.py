@@ -18,21 +18,14 @@ from cnnlab.models import create_model
 from cnnlab.viz.featuremaps import default_layers, feature_maps, plot_feature_maps
 from cnnlab.viz.filters import conv_layers, layer_kernels, plot_filters
 from cnnlab.viz.subject import load_input, load_subject
-from train_helpers import config, digits
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A lenet5 run on the digits: one epoch, enough to have weights and classes."""
-    from cnnlab.train import fit
-
-    root = tmp_path_factory.mktemp("viz")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNLAB_HOME", str(root / "home"))
-        fit("lenet5", digits(), config(root / "run", epochs=1))
-    return root / "run"
+def run_dir(trained_run):
+    """The session's lenet5 run on the digits (conftest.trained_run)."""
+    return trained_run.path
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ Shapes that users write are height x width x channels (``"32x32x3"``), as in the
 tensors are NCHW.
 """
 
-__version__ = "0.1.0"
-
+from cnnlab._version import __version__
 from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
 from cnnlab.errors import (
     CnnlabError,

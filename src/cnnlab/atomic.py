@@ -11,6 +11,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) and restore it
 os.umask(_UMASK)
@@ -48,3 +52,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100, fmt: str = "png") -> Path:
+    """Write a matplotlib ``figure`` as PNG (or ``fmt``: svg, pdf) atomically; return the path.
+
+    It lives here, not in :mod:`cnnlab.viz`, so that any layer that makes a figure can save it
+    without importing the layers above it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=fmt, dpi=dpi)
+    return path

@@ -93,6 +93,7 @@ def compare_cmd(
     progress: ProgressOpt = "auto",
 ) -> None:
     """Train every model with the same data, epochs and seeds; table, curves and scatters."""
+    # compare and report imported on use: they load torch/matplotlib, `cnnlab --help` does not
     from cnnlab.compare import compare, load_results, write_results
 
     data_cfg, cfg = configs_from_flags(
@@ -124,7 +125,7 @@ def compare_cmd(
 
 def print_table(results) -> None:
     """The comparison table on the console."""
-    from cnnlab.compare import table_rows
+    from cnnlab.compare import table_rows  # on use, as above
     from cnnlab.compare.results import HEADERS
 
     table = Table(title="Comparison (mean ± std over seeds)")
@@ -145,7 +146,7 @@ def report_cmd(
     ] = 24,
 ) -> None:
     """One self-contained HTML file: plots embedded, tables, config; opens with no server."""
-    from cnnlab.report import write_report
+    from cnnlab.report import write_report  # on use: it loads training and matplotlib
 
     with shown_warnings():
         path = write_report(folder, out, samples=samples)

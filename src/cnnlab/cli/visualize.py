@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
+from cnnlab.atomic import save_figure
 from cnnlab.cli.common import console, err_console, user_errors
+from cnnlab.errors import ConfigError
+from cnnlab.shapes import keras_shape
+from cnnlab.summary import summary
 
 visualize_app = typer.Typer(
     help="Pictures of what convolution and pooling do (lesson 001) and of what a model sees.",
@@ -18,6 +22,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")]
 
 
 def _images(paths: list[Path]) -> dict:
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import load_image, sample_images
 
     return {path.stem: load_image(path) for path in paths} if paths else sample_images()
@@ -38,8 +43,8 @@ def convolve_cmd(
     out: OutOpt = Path("convolve.png"),
 ) -> None:
     """Convolve photos with hand-made filters and show the feature maps."""
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import make_filter, plot_convolution
-    from cnnlab.viz.samples import save_figure
 
     pictures = _images(images or [])
     kinds = filters or ["vertical", "horizontal"]
@@ -60,8 +65,8 @@ def pooling_cmd(
     out: OutOpt = Path("pooling.png"),
 ) -> None:
     """Input vs pooled output, and max pooling's invariance to 1- and 2-pixel shifts."""
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import plot_pooling, translation_invariance
-    from cnnlab.viz.samples import save_figure
 
     if image is None:
         picture = _images([])["china"][:, 150:220, 130:250]  # lesson 001's crop
@@ -103,8 +108,8 @@ def filters_cmd(
     out: OutOpt = Path("filters.png"),
 ) -> None:
     """A conv layer's kernels: RGB tiles for a colour first layer, else one per channel."""
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.filters import layer_kernels, plot_filters
-    from cnnlab.viz.samples import save_figure
     from cnnlab.viz.subject import load_subject
 
     subject = load_subject(source)
@@ -137,9 +142,8 @@ def featuremaps_cmd(
     out: OutOpt = Path("featuremaps.png"),
 ) -> None:
     """The activations of chosen layers for one image, one tiled grid per layer."""
-    from cnnlab.shapes import keras_shape
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.featuremaps import default_layers, feature_maps, plot_feature_maps
-    from cnnlab.viz.samples import save_figure
     from cnnlab.viz.subject import load_input, load_subject
 
     subject = load_subject(source)
@@ -154,7 +158,6 @@ def featuremaps_cmd(
 
 def _class_index(subject, value: str | None) -> int | None:
     """``--class``: a class name of the run, or an index."""
-    from cnnlab.errors import ConfigError
 
     if value is None:
         return None
@@ -185,9 +188,8 @@ def saliency_cmd(
     out: OutOpt = Path("saliency.png"),
 ) -> None:
     """Which pixels the predicted (or a chosen) class depends on, over the image."""
-    from cnnlab.errors import ConfigError
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.saliency import METHODS, plot_saliency, saliency
-    from cnnlab.viz.samples import save_figure
     from cnnlab.viz.subject import load_input, load_subject
 
     if method not in METHODS:
@@ -223,10 +225,8 @@ def graph_cmd(
     ),
 ) -> None:
     """A block diagram of the architecture: layers, output shapes, params, branches."""
-    from cnnlab.errors import ConfigError
-    from cnnlab.summary import summary
+    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.diagram import plot_diagram
-    from cnnlab.viz.samples import save_figure
 
     if out.suffix.lower() not in DIAGRAM_SUFFIXES:
         raise ConfigError(f"--out {out}: the suffix {out.suffix!r} is not one of .png, .svg, .pdf")
@@ -242,7 +242,7 @@ def graph_cmd(
 def _graph_model(source: str):
     """A run folder's model (built on the meta device: no weights needed), else the name."""
     if Path(source).is_dir():
-        import torch
+        import torch  # torch and training imported on use, as above
 
         from cnnlab.train.loading import build_model, resolve_run_dir
         from cnnlab.train.run import RunFolder

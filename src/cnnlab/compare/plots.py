@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cnnlab.compare.results import ModelResult
+from cnnlab.atomic import save_figure
+
+if TYPE_CHECKING:  # results.py calls write_plots: a run-time import would be a cycle
+    from cnnlab.compare.results import ModelResult
 
 CURVES = "curves.png"
 ACC_PARAMS = "accuracy_vs_params.png"
@@ -19,8 +24,6 @@ ACC_TIME = "accuracy_vs_time.png"
 def write_plots(root: Path, results: list[ModelResult]) -> dict[str, Path]:
     """Write the three plots into ``root``; returns {role: path}. Entries without a finished
     run are left out of the scatter plots."""
-    from cnnlab.viz.samples import save_figure
-
     return {
         "curves": save_figure(plot_curves(results), root / CURVES),
         "accuracy_vs_params": save_figure(
@@ -37,8 +40,6 @@ def write_plots(root: Path, results: list[ModelResult]) -> dict[str, Path]:
 
 
 def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 

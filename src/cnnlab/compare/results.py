@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnnlab.atomic import write_text_atomic
 from cnnlab.compare.entries import Entry
+from cnnlab.compare.plots import write_plots
 from cnnlab.compare.runner import FAILED, read_plan, run_folder
+from cnnlab.summary import summary
 from cnnlab.train.history import History
-from cnnlab.train.run import CONFIG, HISTORY, METRICS
+from cnnlab.train.loading import build_model
+from cnnlab.train.run import CONFIG, HISTORY, METRICS, RunFolder
 
 TABLE = "comparison"  # comparison.json / .csv / .md
 
@@ -129,12 +134,6 @@ def model_size(path: Path | None) -> tuple[int | None, int | None, int | None]:
     run folder describes, built on the meta device (nothing allocated)."""
     if path is None or not (path / CONFIG).is_file():
         return None, None, None
-    import torch
-
-    from cnnlab.summary import summary
-    from cnnlab.train.loading import build_model
-    from cnnlab.train.run import RunFolder
-
     with torch.device("meta"):
         model = build_model(RunFolder(path).read_config()["model"])
     s = summary(model)
@@ -143,8 +142,6 @@ def model_size(path: Path | None) -> tuple[int | None, int | None, int | None]:
 
 def write_results(root: str | Path, results: list[ModelResult] | None = None) -> dict[str, Path]:
     """Write comparison.json/.csv/.md and the plots into ``root``; returns the files."""
-    from cnnlab.compare.plots import write_plots
-
     root = Path(root)
     results = load_results(root) if results is None else results
     files = {ext: root / f"{TABLE}.{ext}" for ext in ("json", "csv", "md")}

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from cnnlab.atomic import write_text_atomic
 from cnnlab.errors import RunError
+from cnnlab.report.compare_report import compare_page
+from cnnlab.report.run_report import run_page
+from cnnlab.train.loading import resolve_run_dir
 
 
 def report_kind(path: str | Path) -> str:
@@ -33,16 +36,10 @@ def report_kind(path: str | Path) -> str:
 
 def render_report(path: str | Path, samples: int = 24, device: str = "cpu") -> str:
     """The HTML report of a folder as a string (see :func:`write_report`)."""
-    from cnnlab.train.loading import resolve_run_dir
-
     path = Path(path)
     kind = report_kind(path)
     if kind == "compare":
-        from cnnlab.report.compare_report import compare_page
-
         return compare_page(path)
-    from cnnlab.report.run_report import run_page
-
     stage = resolve_run_dir(path)
     if kind == "finetune" and stage == path:
         raise RunError(f"fine-tuning folder '{path}' has no finished stage yet")

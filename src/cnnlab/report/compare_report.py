@@ -8,15 +8,13 @@ from pathlib import Path
 import yaml
 
 from cnnlab.compare.plots import ACC_PARAMS, ACC_TIME, CURVES
-from cnnlab.compare.results import HEADERS, ModelResult, table_rows, write_results
+from cnnlab.compare.results import HEADERS, ModelResult, load_results, table_rows, write_results
 from cnnlab.compare.runner import read_plan
 from cnnlab.report import html as h
 
 
 def compare_page(path: Path) -> str:
     """The report of the comparison in ``path`` (its table and plots are refreshed first)."""
-    from cnnlab.compare import load_results
-
     plan = read_plan(path)
     results = load_results(path)
     write_results(path, results)

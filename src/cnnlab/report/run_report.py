@@ -7,11 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from cnnlab.errors import CnnlabError
 from cnnlab.report import html as h
+from cnnlab.train import evaluation
 from cnnlab.train.history import History
+from cnnlab.train.loading import load_run, predict
 from cnnlab.train.run import CONFIG, CONFUSION, CURVES, HISTORY, METRICS, SUMMARY
+from cnnlab.viz.samples import sample_grid
 
 
 def run_page(
@@ -102,18 +107,11 @@ def sample_predictions(path: Path, count: int, device: str) -> str:
     predictions, wrong ones in red. The data must still be where the run found it."""
     if count <= 0:
         return ""
-    import torch
-
-    from cnnlab.errors import CnnlabError
-    from cnnlab.train.evaluation import load_split_images
-    from cnnlab.train.loading import load_run, predict
-    from cnnlab.viz.samples import sample_grid
-
     try:
         run = load_run(path, device=device)
         for split in ("test", "val"):
             try:
-                images = load_split_images(run, None, split)
+                images = evaluation.load_split_images(run, None, split)
                 break
             except CnnlabError:
                 continue

@@ -1,35 +1,58 @@
 """`evaluate_run`: a finished run on a split, with the figures a careful engineer asks for:
-accuracy, per-class precision/recall/F1, the confusion matrix (PNG and text), the most
-confused pairs and a grid of the worst-classified images."""
+accuracy, per-class precision/recall/F1, the confusion matrix (as text), the most confused
+pairs. Pictures (confusion.png, worst.png) are drawn by a ``figures`` callback passed in from
+above (``cnnlab.viz.evaluation.eval_figures``), since training code never draws.
+
+The default split and precision are the ones the run reported on at the end of training, so
+that ``cnnlab eval RUN`` reproduces metrics.json's number exactly."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnlab.data.imageset import ImageSet
+from cnnlab.atomic import write_text_atomic
+from cnnlab.data import load_splits
+from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.memory import DeviceLoader
 from cnnlab.errors import DataError
 from cnnlab.train.device import resolve_device
-from cnnlab.train.engine import evaluate
+from cnnlab.train.engine import Evaluation, evaluate
 from cnnlab.train.loading import Run, load_run
+from cnnlab.train.report import (
+    ClassReport,
+    classification_report,
+    confusion_matrix,
+    confusion_text,
+    most_confused,
+)
 
 SPLITS = ("train", "val", "test")
+PRECISIONS = ("run", "fp32", "bf16", "fp16")
 
 
 @dataclass
 class EvalReport:
-    """Result of :func:`evaluate_run`; ``files`` maps each written file's role to its path."""
+    """Result of :func:`evaluate_run`; ``files`` maps each written file's role to its path.
+
+    ``split_reason`` says why this split was evaluated; ``reported`` is what training wrote in
+    metrics.json for the same split and weights (None when it did not), ``mismatch`` why the
+    two can differ (empty when they are computed the same way)."""
 
     split: str
-    metrics: dict[str, float]
-    report: Any  # cnnlab.train.report.ClassReport
+    metrics: dict[str, Any]
+    report: ClassReport
     confusion: torch.Tensor
     most_confused: list[tuple[str, str, int]]
     files: dict[str, Path] = field(default_factory=dict)
+    split_reason: str = ""
+    reported: dict[str, Any] | None = None
+    mismatch: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (eval.json)."""
@@ -42,112 +65,204 @@ class EvalReport:
         }
 
 
+@dataclass
+class EvalData:
+    """What the figures callback draws from: the run, the split's images, the outputs."""
+
+    run: Run
+    images: ImageSet
+    outputs: Evaluation
+
+
+FiguresFn = Callable[[EvalReport, EvalData, Path], dict[str, Path]]
+
+
+def _load(run: Run, data: str | None) -> tuple[DatasetSplits, str]:
+    overrides = {"source": data} if data else {}
+    cfg = run.data_config(**overrides)
+    channels, height, width = run.input_shape
+    splits = load_splits(
+        cfg.source, cfg.load_options(), image_size=(height, width), channels=channels
+    )
+    return splits, str(cfg.source)
+
+
 def load_split_images(run: Run, data: str | None, split: str) -> ImageSet:
     """``split`` of the run's data (or of ``data``), converted to the model's input shape.
 
     Raises:
         DataError: an unknown split, a split the data lacks, or other class names.
     """
-    from cnnlab.data import load_splits
-
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of: {', '.join(SPLITS)}")
-    overrides = {"source": data} if data else {}
-    cfg = run.data_config(**overrides)
-    channels, height, width = run.input_shape
-    opts = cfg.load_options()
-    splits = load_splits(cfg.source, opts, image_size=(height, width), channels=channels)
-    images = splits.get(split)
-    if images is None:
-        raise DataError(f"data {cfg.source!r} has no {split!r} split")
+    splits, source = _load(run, data)
+    images = splits.get(split)  # a DataError naming the splits present
+    _check_classes(run, images, source)
+    return images
+
+
+def _check_classes(run: Run, images: ImageSet, source: str) -> None:
     if list(images.classes) != run.classes:
         raise DataError(
-            f"data {cfg.source!r} has classes {images.classes[:10]} but the run was trained on "
+            f"data {source!r} has classes {images.classes[:10]} but the run was trained on "
             f"{run.classes[:10]}: the class names and their order must match"
         )
-    return images
+
+
+def choose_split(run: Run, splits: DatasetSplits) -> tuple[str, str]:
+    """The split to evaluate when none is given, and why: the one the run reported on at the
+    end of training (metrics.json: test, else validation), else the data's test split, else its
+    validation split.
+
+    Raises:
+        DataError: data with neither a test nor a validation split.
+    """
+    for name in ("test", "val"):
+        if name in run.metrics and getattr(splits, name) is not None:
+            return name, f"the split the run reported on at the end of training ({name})"
+    if splits.test is not None:
+        return "test", "the data's test split"
+    if splits.val is not None:
+        return "val", "the data has no test split; its validation split instead"
+    raise DataError("the data has no test or validation split to evaluate; pass --split train")
+
+
+def eval_precision(run: Run, precision: str, device: torch.device) -> str:
+    """``precision`` resolved: "run" is the precision the run trained and reported in (its
+    config.yaml), or fp32 where that one cannot run (fp16 off CUDA).
+
+    Raises:
+        DataError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise DataError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    if precision != "run":
+        return precision
+    trained = str(run.config.get("train", {}).get("precision", "fp32"))
+    if trained == "fp16" and device.type != "cuda":
+        return "fp32"
+    return trained if trained in PRECISIONS else "fp32"
 
 
 def evaluate_run(
     run_dir: str | Path,
     *,
     data: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     weights: str = "best",
     device: str = "auto",
     out_dir: str | Path | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     worst: int = 30,
+    precision: str = "run",
+    figures: FiguresFn | None = None,
 ) -> EvalReport:
-    """Evaluate a run folder's model on ``split`` and write the report files.
+    """Evaluate a run folder's model on a split and write eval.json and report.txt.
 
     Args:
         run_dir: the run folder.
         data: another dataset or folder with the same classes (default: the run's data).
-        split: "test", "val" or "train".
+        split: "test", "val" or "train" (default: the split the run reported on; see
+            :func:`choose_split`).
         weights: "best" or "last".
         device: where to compute.
         out_dir: where to write (default ``<run_dir>/eval-<split>``).
-        batch_size: evaluation batch size.
-        worst: images in the worst-classified grid (0 for none).
+        batch_size: evaluation batch size (default: the one the run validated with).
+        worst: images in the worst-classified figure (0 for none).
+        precision: "run" (what training used, so the numbers match metrics.json), "fp32",
+            "bf16" or "fp16".
+        figures: draws the pictures into the output folder and returns them by role (the
+            CLI passes :func:`cnnlab.viz.evaluation.eval_figures`); None draws nothing.
 
     Returns:
         The metrics, per-class report, confusion matrix and written files.
     """
     run = load_run(run_dir, weights=weights, device=resolve_device(device))
-    images = load_split_images(run, data, split)
+    if split is not None and split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of: {', '.join(SPLITS)}")
+    splits, source = _load(run, data)
+    if split is None:
+        split, reason = choose_split(run, splits)
+    else:
+        reason = "as asked"
+    images = splits.get(split)
+    _check_classes(run, images, source)
     dev = next(run.model.parameters()).device
-    loader = DeviceLoader(images, batch_size, dev, normalizer=run.normalizer)
-    ev = evaluate(run.model, loader, num_classes=len(run.classes), device=dev, keep_outputs=True)
-    from cnnlab.train.report import classification_report, confusion_matrix, most_confused
+    used = eval_precision(run, precision, dev)
+    outputs = _outputs(run, images, dev, used, batch_size)
+    result = _report(run, split, weights, used, outputs, len(images))
+    result.split_reason = reason
+    result.reported, result.mismatch = _compare_with_training(run, result, data, weights)
+    out = Path(out_dir) if out_dir is not None else run.path / f"eval-{split}"
+    result.files = _write(result, run, out)
+    if figures is not None:
+        result.files.update(figures(result, EvalData(run, images, outputs), out))
+    return result
 
+
+def _outputs(
+    run: Run, images: ImageSet, dev: torch.device, precision: str, batch_size: int | None
+) -> Evaluation:
+    """The model's outputs on ``images``, batched, laid out and run as at the end of training."""
+    data = run.config.get("data", {})
+    if batch_size is None:  # the run's validation batch size (DataConfig.eval_batch_size)
+        batch_size = data.get("eval_batch_size") or max(2 * int(data.get("batch_size", 128)), 256)
+    channels_last = bool(run.config.get("train", {}).get("channels_last", False))
+    if channels_last:
+        run.model.to(memory_format=torch.channels_last)
+    loader = DeviceLoader(
+        images, batch_size, dev, normalizer=run.normalizer, channels_last=channels_last
+    )
+    return evaluate(
+        run.model,
+        loader,
+        num_classes=len(run.classes),
+        device=dev,
+        precision=precision,
+        keep_outputs=True,
+    )
+
+
+def _report(
+    run: Run, split: str, weights: str, precision: str, ev: Evaluation, count: int
+) -> EvalReport:
     matrix = confusion_matrix(ev.targets, ev.predictions, len(run.classes))
-    result = EvalReport(
+    metrics = {**ev.metrics, "count": count, "weights": weights, "precision": precision}
+    return EvalReport(
         split,
-        {**ev.metrics, "count": len(images), "weights": weights},
+        metrics,
         classification_report(matrix, run.classes),
         matrix,
         most_confused(matrix, run.classes, k=10),
     )
-    out = Path(out_dir) if out_dir is not None else run.path / f"eval-{split}"
-    result.files = _write(result, run, images, ev, out, worst)
-    return result
 
 
-def _write(result: EvalReport, run: Run, images: ImageSet, ev, out: Path, worst: int) -> dict:
-    import json
+def _compare_with_training(
+    run: Run, result: EvalReport, data: str | None, weights: str
+) -> tuple[dict[str, Any] | None, str]:
+    """metrics.json's figures for this split and weights, and why they can differ from ours."""
+    reported = run.metrics.get(result.split)
+    if data or not isinstance(reported, dict) or reported.get("weights", "best") != weights:
+        return None, ""
+    trained = str(run.config.get("train", {}).get("precision", "fp32"))
+    used = result.metrics["precision"]
+    if used != trained:
+        return reported, f"training evaluated in {trained}, this evaluation in {used}"
+    return reported, ""
 
-    from cnnlab.atomic import write_text_atomic
-    from cnnlab.train.report import confusion_text
-    from cnnlab.viz.confusion import plot_confusion
-    from cnnlab.viz.samples import save_figure
 
+def _write(result: EvalReport, run: Run, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "eval.json", "report": out / "report.txt"}
     write_text_atomic(files["json"], json.dumps(result.to_dict(), indent=2) + "\n")
     pairs = "\n".join(f"  {t} -> {p}: {n}" for t, p, n in result.most_confused) or "  (none)"
+    m = result.metrics
     text = (
-        f"{run.path.name}: {result.split} split, {result.metrics['weights']} weights, "
-        f"{result.metrics['count']} images\n\n{result.report.to_text()}\n\n"
+        f"{run.path.name}: {result.split} split ({result.split_reason}), {m['weights']} weights, "
+        f"{m['precision']}, {m['count']} images\n\n{result.report.to_text()}\n\n"
         f"confusion matrix (rows: true, columns: predicted)\n"
         f"{confusion_text(result.confusion, run.classes)}\n\nmost confused (true -> predicted)\n"
         f"{pairs}\n"
     )
     write_text_atomic(files["report"], text)
-    title = f"{run.path.name}: {result.split} split"
-    files["confusion"] = save_figure(
-        plot_confusion(result.confusion, run.classes, title=title), out / "confusion.png"
-    )
-    if worst > 0:
-        files["worst"] = _worst_grid(run, images, ev, out / "worst.png", worst)
     return files
-
-
-def _worst_grid(run: Run, images: ImageSet, ev, path: Path, count: int) -> Path:
-    """The ``count`` images with the highest loss, titled true vs predicted class."""
-    from cnnlab.viz.samples import sample_grid, save_figure
-
-    order = ev.losses.argsort(descending=True)[:count]
-    subset = images.subset(order, f"{images.name} (worst {len(order)})")
-    names = [run.classes[int(i)] for i in ev.predictions[order]]
-    return save_figure(sample_grid(subset, len(order), min(10, len(order)), None, names), path)

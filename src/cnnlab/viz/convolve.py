@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from cnnlab.data.decode import read_image
 from cnnlab.errors import DataError
 
 FILTERS = ("vertical", "horizontal", "sobel")
@@ -19,7 +20,7 @@ POOLS = ("max", "avg")
 def sample_images() -> dict[str, torch.Tensor]:
     """scikit-learn's bundled ``china.jpg`` and ``flower.jpg`` (no network) as ``(3, H, W)``
     floats in [0, 1], as lesson 001 loads them."""
-    from sklearn.datasets import load_sample_image
+    from sklearn.datasets import load_sample_image  # on use: sklearn.datasets takes ~1 s
 
     return {
         name: torch.from_numpy(load_sample_image(f"{name}.jpg") / 255.0).permute(2, 0, 1).float()
@@ -33,8 +34,6 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     Raises:
         DataError: a missing or undecodable file, naming it.
     """
-    from cnnlab.data.decode import read_image
-
     if not Path(path).is_file():
         raise DataError(f"image '{path}' does not exist")
     return read_image(Path(path), channels=channels).float() / 255.0

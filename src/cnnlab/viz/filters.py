@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -117,8 +118,6 @@ def _tile_grid(name: str, weights: torch.Tensor, total: int) -> Figure:
 
 
 def _grey():
-    from matplotlib import colormaps
-
     return colormaps["gray"].with_extremes(bad="white")
 
 

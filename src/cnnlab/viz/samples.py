@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from cnnlab.atomic import atomic_path
+from cnnlab.atomic import save_figure
 from cnnlab.data.imageset import ImageSet
 from cnnlab.errors import DataError
 
@@ -65,9 +63,4 @@ def sample_grid(
     return figure
 
 
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 100, fmt: str = "png") -> Path:
-    """Write ``figure`` as PNG (or ``fmt``: svg, pdf) atomically and return the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=dpi)
-    return path
+__all__ = ["pick_samples", "sample_grid", "save_figure"]  # save_figure: cnnlab.atomic
