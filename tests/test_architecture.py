@@ -7,9 +7,8 @@ at the top of a module or inside a function, except those under ``if TYPE_CHECKI
 
 from __future__ import annotations
 
+import grimp
 import pytest
-
-import grimp  # noqa: E402  (the [test] extra installs it)
 
 # Bottom to top: a module may import its own layer and the layers below it. Names are the first
 # component under cnnlab (a package or a root module); "cnnlab" is the root package itself,
