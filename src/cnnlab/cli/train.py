@@ -276,17 +276,32 @@ def eval_cmd(
         str | None,
         typer.Option("--data", "-d", help="Other data with the same classes (default: the run's)."),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="test, val or train.")] = "test",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="test, val or train (default: the split the run reported on, else test/val).",
+        ),
+    ] = None,
     weights: WeightsOpt = "best",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default RUN_DIR/eval-SPLIT).")
     ] = None,
     worst: Annotated[int, typer.Option("--worst", help="Worst-classified images to show.")] = 30,
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="run (as in training, the default), fp32, bf16 or fp16."),
+    ] = "run",
     device: DeviceOpt = "auto",
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, most-confused pairs, worst
     images."""
+    # imported here so that `cnnlab --help` does not load torch's training stack
     from cnnlab.train.evaluation import evaluate_run
+    from cnnlab.viz.evaluation import eval_figures
+
+    def figures(result, data_, folder):
+        return eval_figures(result, data_, folder, worst=worst)
 
     with shown_warnings():
         result = evaluate_run(
@@ -297,14 +312,25 @@ def eval_cmd(
             device=device,
             out_dir=out,
             worst=worst,
+            precision=precision,
+            figures=figures,
         )
+    _print_eval(result)
+
+
+def _print_eval(result) -> None:
     m = result.metrics
+    console.print(f"evaluating the {result.split} split: {result.split_reason}", highlight=False)
     top5 = f", top-5 {m['top5']:.2%}" if "top5" in m else ""
     console.print(
-        f"{split}: accuracy {m['accuracy']:.2%}{top5}, loss {m['loss']:.4f} "
-        f"({m['count']:,} images, {weights} weights)",
+        f"{result.split}: accuracy {m['accuracy']:.2%}{top5}, loss {m['loss']:.4f} "
+        f"({m['count']:,} images, {m['weights']} weights, {m['precision']})",
         highlight=False,
     )
+    if result.reported is not None:
+        said = f"training reported {result.reported['accuracy']:.2%} on this split"
+        why = f" ({result.mismatch})" if result.mismatch else " (computed the same way)"
+        console.print(said + why, highlight=False, markup=False)
     console.print(result.report.to_text(), highlight=False, markup=False)
     if result.most_confused:
         pairs = ", ".join(f"{t} -> {p} ({n})" for t, p, n in result.most_confused[:5])
