@@ -94,17 +94,21 @@ def shard_loader(folder: Path, out: Path, batch_size: int, workers: int, augment
     from cnnlab.data.shards import ShardLoader, pack_shards
 
     pack_seconds, _ = timed(lambda: pack_shards(folder, out, shards=16, val_split=0.0))
-    loader = ShardLoader(
-        out,
-        "train",
-        batch_size,
-        "cpu",
-        shuffle=True,
-        augment=augment,
-        normalizer=normalizer,
-        num_workers=workers,
-    )
-    return pack_seconds, loader
+
+    def make():
+        return ShardLoader(
+            out,
+            "train",
+            batch_size,
+            "cpu",
+            shuffle=True,
+            augment=augment,
+            normalizer=normalizer,
+            num_workers=workers,
+        )
+
+    verify_seconds, loader = timed(make)  # the first loader verifies every shard
+    return pack_seconds, verify_seconds, loader
 
 
 def main() -> None:
@@ -143,10 +147,11 @@ def main() -> None:
         rows.append(("(b) in-memory epoch, flip+crop+normalize", rate_b, ""))
         skip = set(args.skip.split(","))
         if "c" not in skip:
-            t_pack, shards = shard_loader(
+            t_pack, t_verify, shards = shard_loader(
                 folder, tmp / "shards", args.batch_size, args.workers, augment, normalizer
             )
             rows.append(("    pack 16 shards (original JPEG bytes)", n / t_pack, f"{t_pack:.2f} s"))
+            rows.append(("    verify them (first loader only)", n / t_verify, f"{t_verify:.2f} s"))
             rows.append(("(c) shard streaming epoch", epoch_rate(shards, args.repeats), ""))
         if "d" not in skip:
             reference = torchvision_loader(folder, args.batch_size, args.workers)
