@@ -16,7 +16,9 @@ from cnnlab.lessons.core import (
     DIFFERS,
     MATCH,
     NEEDS,
+    NOT_SEEN,
     QUICK,
+    SEEN,
     WITHIN,
     Context,
     Experiment,
@@ -256,3 +258,33 @@ def test_lesson_003_shard_rows_read_the_shards_back(tmp_path, monkeypatch):
     ctx = context(tmp_path, quick=True)
     l003.shards(ctx)
     assert {r.verdict for r in ctx.rows} == {DIFFERS}
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_lesson_000_observations_get_a_verdict_in_quick_mode_too(tmp_path, monkeypatch, quick):
+    """An observation is checked with the accuracy it rests on, in quick mode as well (quick
+    mode pins fp32 and the seed, so the verdict is the same on any machine)."""
+    from types import SimpleNamespace
+
+    from cnnlab.lessons import l000
+
+    def fake(accuracies):
+        def train(ctx, name, contenders, data, cfg):
+            return [
+                SimpleNamespace(entry=c, stat=lambda key, a=a: (a, 0.0))
+                for c, a in zip(contenders, accuracies, strict=True)
+            ]
+
+        return train
+
+    monkeypatch.setattr(l000, "train_and_compare", fake([0.97, 0.10, 0.93]))
+    ctx = context(tmp_path, quick=quick)
+    l000.vgg_depth(ctx)
+    assert [r.verdict for r in ctx.rows] == [SEEN, SEEN, SEEN]
+    assert ctx.rows[1].cnnlab == "yes (10.00%)"
+    monkeypatch.setattr(l000, "train_and_compare", fake([0.97, 0.8858, 0.93]))
+    ctx = context(tmp_path, quick=quick)
+    l000.vgg_depth(ctx)
+    assert [r.verdict for r in ctx.rows] == [SEEN, NOT_SEEN, SEEN]
+    assert ctx.rows[1].cnnlab == "no (88.58%)"
+    assert ("digits" in ctx.rows[1].note) == quick

@@ -9,7 +9,7 @@ from cnnlab.lessons.checks import (
     lesson_data,
     train_and_compare,
 )
-from cnnlab.lessons.core import NOT_SEEN, QUICK, SEEN, Context, Experiment, Lesson
+from cnnlab.lessons.core import NOT_SEEN, SEEN, Context, Experiment, Lesson
 
 # the lesson's "Param #" columns, layers with parameters only
 VGG16_PARAMS = (1792, 36928, 73856, 147584, 295168, 590080, 590080, 1180160)
@@ -40,7 +40,9 @@ def summaries(ctx: Context) -> None:
 def vgg_depth(ctx: Context) -> None:
     """VGG6 vs VGG10 on CIFAR-10, 3 epochs, Adam, batch 32, 10% validation: the lesson sees
     VGG6 learn and VGG10 stay at 10% (chance). VGG10 with BatchNorm shows the fix. Quick mode:
-    the bundled digits as 32x32 RGB for 2 epochs."""
+    the bundled digits as 32x32 RGB for 2 epochs, fp32 and seed 0 (as every quick run), so its
+    observations come out the same on any machine; on the digits VGG10 learns (see
+    :data:`QUICK_NOTE`), and the row says so."""
     from cnnlab.train import TrainConfig
 
     quick = ctx.options.quick
@@ -59,13 +61,23 @@ def vgg_depth(ctx: Context) -> None:
     acc = {r.entry.label: (r.stat("test_accuracy") or (float("nan"), 0))[0] for r in results}
     chance = 1 / 10
     observations = (
-        ("VGG6 learns (test accuracy well above chance)", acc["vgg6"] > 3 * chance),
-        ("VGG10 without BN stays at chance (< 15%)", acc["vgg10"] < 1.5 * chance),
-        ("VGG10 with BatchNorm learns", acc["vgg10:batchnorm=true"] > 3 * chance),
+        ("VGG6 learns (test accuracy well above chance)", "vgg6", lambda a: a > 3 * chance),
+        ("VGG10 without BN stays at chance (< 15%)", "vgg10", lambda a: a < 1.5 * chance),
+        ("VGG10 with BatchNorm learns", "vgg10:batchnorm=true", lambda a: a > 3 * chance),
     )
-    for text, held in observations:
-        verdict = QUICK if quick else (SEEN if held else NOT_SEEN)
-        ctx.row(text, "yes", "yes" if held else "no", verdict)
+    for text, label, holds in observations:
+        held = holds(acc[label])
+        note = QUICK_NOTE if quick and label == "vgg10" and not held else ""
+        verdict = SEEN if held else NOT_SEEN
+        ctx.row(text, "yes", f"{'yes' if held else 'no'} ({acc[label]:.2%})", verdict, note)
+
+
+# what quick mode shows of the lesson's central observation (benchmarks/NOTES.md)
+QUICK_NOTE = (
+    "quick mode: the bundled digits are easy enough that VGG10 learns them (fp32, seed 0), "
+    "so the lesson's effect is not reproduced here; it needs CIFAR-10: "
+    "cnnlab lesson 000 --data-root DIR"
+)
 
 
 LESSON = Lesson(
