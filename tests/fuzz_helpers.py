@@ -126,8 +126,10 @@ def run_cli(
     if result.exit_code == 0:
         return Outcome(OK, "", took)
     errors = [line for line in out.splitlines() if line.startswith("error:")]
-    if result.exit_code == 2 and (len(errors) == 1 or (not errors and "Usage:" in out)):
-        return Outcome(USER_ERROR, (errors or [out.strip().splitlines()[-1]])[0], took)
+    if result.exit_code == 2 and len(errors) == 1:
+        return Outcome(USER_ERROR, errors[0], took)
+    if result.exit_code == 2 and not errors and "Usage:" in out:
+        return Outcome(USER_ERROR, " ".join(out.split()), took)  # Click's boxed usage error
     return Outcome(FAILURE, f"exit {result.exit_code}: {out[-1500:]}", took)
 
 
