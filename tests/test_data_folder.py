@@ -317,17 +317,17 @@ def _warnings_of(fn):
 
 
 def test_decompression_bomb_is_skipped_and_named_with_the_limit(tmp_path, monkeypatch):
-    from cnnlab.data import decode
+    from PIL import ImageFile
 
     make_class_folder(tmp_path / "d", ("a", "b"), per_class=3)
     (tmp_path / "d" / "a" / "bomb.png").write_bytes(png_bomb())
-    seen = []  # the bomb must be refused from its header, before any decoder sees it
-    real = decode._torchvision_decoder()
+    loaded = []  # the bomb must be refused from its header, before its pixels are decoded
+    real_load = ImageFile.ImageFile.load
     monkeypatch.setattr(
-        decode, "_torchvision_decoder", lambda: lambda d, c: seen.append(d) or real(d, c)
+        ImageFile.ImageFile, "load", lambda im: loaded.append(im.size) or real_load(im)
     )
     train, text = _warnings_of(lambda: load_dataset(tmp_path / "d", val_split=0, workers=0))
-    assert len(train) == 6 and seen and png_bomb() not in seen
+    assert len(train) == 6 and (8, 8) in loaded and (30000, 30000) not in loaded
     assert "bomb.png: 30000x30000 image over the limit of 178,956,970 pixels" in text
     with pytest.raises(CorruptImageError, match="30000x30000 image over the limit"):
         decode_image_bytes(png_bomb(), 3, source="bomb.png")

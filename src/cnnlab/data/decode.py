@@ -1,11 +1,11 @@
 """Image decoding: file bytes to uint8 (C, H, W) tensors, and whole file lists in parallel.
 
-JPEG, PNG and WebP go through torchvision's native decoders (libjpeg-turbo, libpng; about twice
-PIL's speed on small JPEGs); GIF (first frame only) and BMP through PIL. torchvision 0.29
-deprecates its image codecs in favour of TorchCodec; their DeprecationWarning is silenced here and
-PIL takes over by itself when they are gone. Grayscale, palette, RGBA and CMYK images are converted
-to the requested channel count (alpha is dropped, as Keras does); 16-bit images are scaled to 8
-bits.
+JPEG and WebP go through torchvision's native decoders (libjpeg-turbo, libwebp; several times
+PIL's speed on small images); PNG (torchvision's crashes on some corrupt files), GIF (first frame
+only) and BMP through PIL. torchvision 0.29 deprecates its image codecs in favour of TorchCodec;
+their DeprecationWarning is silenced here and PIL takes over by itself when they are gone.
+Grayscale, palette, RGBA and CMYK images are converted to the requested channel count (alpha is
+dropped, as Keras does); 16-bit images are scaled to 8 bits.
 
 Hostile files: the pixel count is read from the header and checked against
 :data:`MAX_IMAGE_PIXELS` before anything is decoded (a 0.9 MB PNG can claim 30000x30000), and
@@ -91,10 +91,10 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(H, W) that the header of a JPEG, PNG or WebP claims, or None if it cannot be read.
+    """(H, W) that the header of a PNG, JPEG or WebP claims, or None if it cannot be read.
 
-    A few struct reads instead of ``PIL.Image.open``, which costs as much as decoding a small
-    JPEG with torchvision (66 vs 73 us per 32x32 JPEG, 21 vs 39 us per PNG, measured here).
+    A few struct reads instead of ``PIL.Image.open``, which costs about as much as decoding a
+    small JPEG with torchvision (66 vs 73 us per 32x32 JPEG, measured here).
     """
     if fmt == "png" and len(data) >= 24:
         width, height = struct.unpack(">II", data[16:24])  # IHDR, always the first chunk
@@ -133,34 +133,36 @@ def _torchvision_decoder() -> Callable | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(buffer, mode=mode)
-        if image.dtype == torch.uint16:  # 16-bit PNG: keep the high byte (65535 -> 255)
-            image = (image.to(torch.int32) >> 8).to(torch.uint8)
         return image
 
     return decode
 
 
-_TV_FORMATS = frozenset({"jpeg", "png", "webp"})
+# PNG goes through PIL: torchvision 0.29's decode_png crashes the process (SIGSEGV) on some
+# corrupt files ("bad adaptive filter value"), found by tests/test_fuzz_images.py.
+_TV_FORMATS = frozenset({"jpeg", "webp"})
 
 
-def _decode_pil(data: bytes, channels: int, source: str) -> torch.Tensor:
+def _decode_pil(data: bytes, fmt: str, channels: int, source: str) -> torch.Tensor:
     from PIL import Image
 
     with warnings.catch_warnings():  # our pixel limit is the one that counts, not PIL's warning
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=[fmt.upper()])
         except Image.DecompressionBombError:  # only above twice PIL's limit, so above ours
             check_pixels(None, source)
             raise
     with image:
         check_pixels((image.height, image.width), source)  # GIF: the first frame's size
+        if fmt == "png" and data.rfind(b"IEND") < 0:  # PIL would decode a cut-off file
+            raise CorruptImageError(f"{source}: cannot decode png (truncated: no IEND chunk)")
         image.load()  # raises on truncated data (PIL's LOAD_TRUNCATED_IMAGES stays off)
         if image.mode.startswith("I;16"):  # convert("L") would clip, not scale
             gray = torch.from_numpy((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
             return convert_channels(gray[None, None], channels)[0]
-        converted = image.convert("RGB" if channels == 3 else "L")
-    pixels = torch.from_numpy(np.array(converted, dtype=np.uint8))  # a writable copy
+        mode = "RGB" if channels == 3 else "L"
+        pixels = torch.from_numpy(np.array(image if image.mode == mode else image.convert(mode)))
     return pixels[None] if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
 
 
@@ -204,12 +206,12 @@ def decode_image_bytes(
 
 
 def _decode(data: bytes, fmt: str, channels: int, source: str) -> torch.Tensor:
-    """torchvision's decoder after the header's size check, else PIL (which checks the size)."""
+    """The header's size check, then torchvision's decoder or PIL (which checks GIF/BMP sizes)."""
+    check_pixels(header_size(data, fmt) or (0, 0), source)  # unreadable: the decoder says
     tv_decode = _torchvision_decoder() if fmt in _TV_FORMATS else None
     try:
         if tv_decode is None:
-            return _decode_pil(data, channels, source)
-        check_pixels(header_size(data, fmt) or (0, 0), source)  # unreadable: the decoder says
+            return _decode_pil(data, fmt, channels, source)
         return tv_decode(data, channels)
     except CorruptImageError:
         raise
