@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.models import SPEC_SUFFIXES
+from cnnlab.models import is_spec_path
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def parse_entry(text: str, common: dict[str, Any] | None = None) -> Entry:
         ConfigError: an empty name or an option that is not ``NAME=VALUE``.
     """
     name, sep, rest = text.partition(":")
-    if sep and "=" not in rest and Path(text).suffix.lower() in SPEC_SUFFIXES:  # C:\\net.yaml
+    if sep and "=" not in rest and is_spec_path(text):  # C:\\net.yaml
         name, rest = text, ""
     name = name.strip()
     if not name:
@@ -55,7 +55,7 @@ def parse_entry(text: str, common: dict[str, Any] | None = None) -> Entry:
                 "(e.g. vgg10:batchnorm=true)"
             )
         options[key.strip()] = yaml.safe_load(value)
-    is_spec = Path(name).suffix.lower() in SPEC_SUFFIXES
+    is_spec = is_spec_path(name)
     if is_spec and options:
         raise ConfigError(f"model entry {text!r}: a spec file takes no options; edit the spec")
     label = Path(name).stem if is_spec else name
@@ -92,7 +92,7 @@ def check_entry(entry: Entry) -> None:
     or an option its factory does not take (UnknownModelError lists the valid ones)."""
     from cnnlab.models.registry import check_model_options
 
-    if Path(entry.model).suffix.lower() in SPEC_SUFFIXES:
+    if is_spec_path(entry.model):
         if not Path(entry.model).is_file():
             raise ConfigError(f"model entry {entry.label!r}: spec file '{entry.model}' not found")
         return

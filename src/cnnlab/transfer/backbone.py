@@ -13,7 +13,7 @@ import torch
 from cnnlab.data.datasets import parse_image_size
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.layers import infer_output_shape
-from cnnlab.models import build, create_model, model_info, record_of
+from cnnlab.models import build, model_info, record_of
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
 from cnnlab.models.transfer import Backbone, feature_trunk, strip_last_linear
 from cnnlab.shapes import Shape, parse_input_shape
@@ -77,9 +77,7 @@ def _from_zoo(
         height, width = size
     options = _headless_options(info.factory)
     classes = None if options else (info.num_classes or 10)
-    model = create_model(
-        name, num_classes=classes, input_shape=(height, width, channels), **options
-    )
+    model = build(name, num_classes=classes, input_shape=(height, width, channels), options=options)
     report = None
     if weights != "none":
         report = load_pretrained(model, weights, progress=progress, warn=False)
