@@ -7,13 +7,15 @@ before), then a seeded fuzz over mutated example specs (`fuzz_helpers.SpecMutato
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from cnnlab.errors import SpecError
+from cnnlab.errors import ShapeError, SpecError
 from cnnlab.params import count_params
+from cnnlab.shapes import parse_input_shape
 from cnnlab.spec import build_from_spec, load_spec
 from cnnlab.spec.limits import MAX_ELEMENTS, MAX_FILE_BYTES, MAX_LAYERS, MAX_PARAMS
 from cnnlab.spec.parse import read_spec_file
@@ -40,7 +42,8 @@ def error_of(tmp_path: Path, text: str, name: str = "s.yaml", limit_s: float = 5
         build_from_spec(path)
     message = str(info.value)
     assert "\n" not in message
-    return message
+    assert str(path) in message  # every message names the file
+    return message.removeprefix(f"{path}: ")
 
 
 # ---------------------------------------------------------------- the cases
@@ -142,7 +145,7 @@ def test_parameter_budget_is_checked_on_the_meta_device_first(tmp_path):
     # each count is within its bound, the product is 9e12 parameters: refused, not allocated
     text = HEAD + "  - conv: {filters: 1000000, padding: same}\n  - conv: {filters: 1000000}\n"
     message = error_of(tmp_path, text)
-    assert message.startswith(f"{tmp_path / 's.yaml'}: layer 2 'conv_2': conv has ")
+    assert message.startswith("layer 2 'conv_2': conv has ")
     assert f"at most {MAX_PARAMS:,}" in message
 
 
@@ -184,6 +187,22 @@ def test_2000_layers_still_build(tmp_path):
     path = write_case(tmp_path / "s.yaml", HEAD + "  - relu\n" * (MAX_LAYERS - 1) + "  - flatten\n")
     model = build_from_spec(path)
     assert len(model.layers) == MAX_LAYERS
+
+
+@pytest.mark.parametrize(
+    "value, expect",
+    [
+        ("9" * 5000 + "x3x3", "has a dimension over 1,048,576"),
+        ([2**70, 3, 3], "has a dimension over 1,048,576"),
+        ("1048577x1x1", "has a dimension over 1,048,576"),
+        ((True, True, 3), "is not (height, width, channels)"),
+    ],
+)
+def test_input_shape_dimensions_are_bounded(value, expect):
+    with pytest.raises(ShapeError, match=re.escape(expect)) as info:
+        parse_input_shape(value)
+    assert len(str(info.value)) < 200
+    assert parse_input_shape("1048576x1x1") == (1, 1048576, 1)
 
 
 # ---------------------------------------------------------------- the file itself

@@ -15,6 +15,9 @@ from cnnlab.errors import ShapeError
 Shape = tuple[int, ...]
 
 _SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
+MAX_DIM = 1 << 20
+"""Largest height, width or channel count (1,048,576); Python cannot even parse a 5,000-digit
+one, and torch cannot allocate anything near it."""
 
 
 def parse_input_shape(value: str | Sequence[int]) -> Shape:
@@ -31,16 +34,29 @@ def parse_input_shape(value: str | Sequence[int]) -> Shape:
         m = _SHAPE_RE.match(value)
         if not m:
             raise ShapeError(f"input shape {value!r} is not HxWxC (for example 32x32x3 or 28x28x1)")
+        groups = [g for g in m.groups() if g is not None]
+        if max(len(g) for g in groups) > len(str(MAX_DIM)):
+            raise ShapeError(f"input shape {_short(value)} has a dimension over {MAX_DIM:,}")
         h, w, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
     else:
         dims = list(value)
-        if len(dims) not in (2, 3) or not all(isinstance(d, int) for d in dims):
-            raise ShapeError(f"input shape {value!r} is not (height, width, channels)")
+        if len(dims) not in (2, 3) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in dims
+        ):
+            raise ShapeError(f"input shape {_short(value)} is not (height, width, channels)")
         h, w = dims[0], dims[1]
         c = dims[2] if len(dims) == 3 else 1
     if min(h, w, c) <= 0:
-        raise ShapeError(f"input shape {value!r} has a non-positive dimension")
+        raise ShapeError(f"input shape {_short(value)} has a non-positive dimension")
+    if max(h, w, c) > MAX_DIM:
+        raise ShapeError(f"input shape {_short(value)} has a dimension over {MAX_DIM:,}")
     return (c, h, w)
+
+
+def _short(value: object) -> str:
+    """``repr`` cut to 80 characters: a shape echoed in a message stays one readable line."""
+    text = repr(value) if not isinstance(value, list | tuple) or len(value) <= 8 else "a list"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def hwc(shape: Shape) -> str:

@@ -149,7 +149,13 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> Spec:
         raw = dict(raw)
     else:
         raise SpecError(f"spec must be a file path or a dict, not {type(source).__name__}")
-    return _parse(raw, path)
+    try:
+        return _parse(raw, path)
+    except SpecError as err:
+        if path is None:
+            raise
+        # a file's mistake names the file, as build_from_spec's shape errors do
+        raise SpecError(f"{path}: {err}") from None
 
 
 def _parse(raw: dict[str, Any], path: Path | None) -> Spec:
