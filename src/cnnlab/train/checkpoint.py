@@ -29,14 +29,6 @@ def cpu_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
-def save_weights(
-    path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> None:
-    """Write a state dict to a ``.safetensors`` file atomically."""
-    with atomic_path(path) as tmp:
-        save_file(cpu_state_dict(state), str(tmp), metadata=metadata)
-
-
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` state dict.
 
@@ -93,12 +85,6 @@ def write_all(files: dict[Path, Callable[[Path], None]]) -> None:
         for path, write in reversed(files.items()):
             stack.callback(fault_point)  # tests: a kill after each rename
             write(stack.enter_context(atomic_path(path)))
-
-
-def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write the training state atomically (a kill mid-write leaves the previous file)."""
-    with atomic_path(path) as tmp:
-        state_writer(state)(tmp)
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -247,6 +247,7 @@ def resume_run(
     progress: str | None = None,
     max_steps: int | None = None,
     print_fn: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     """Continue the run in ``run_dir`` with its saved model, data and training config.
 
@@ -259,6 +260,7 @@ def resume_run(
         device, progress: override the saved ones (a run may move between machines).
         max_steps: a new total step limit; the saved one is dropped (it is what stopped a
             run that was stopped by ``max_steps``).
+        callbacks: hooks, as for :func:`fit` (e.g. ``cnnlab.viz.figures.RunFigures``).
 
     Raises:
         RunError: not a resumable run folder, or one in use by another process.
@@ -278,7 +280,7 @@ def resume_run(
         data["image_size"] = tuple(data["image_size"])
     torch.manual_seed(cfg.seed)
     model = build_model(config["model"])
-    return fit(model, DataConfig(**data), cfg, print_fn=print_fn)
+    return fit(model, DataConfig(**data), cfg, callbacks=callbacks, print_fn=print_fn)
 
 
 _DERIVED_DATA_KEYS = ("classes", "input_shape", "normalizer", "mode")

@@ -143,6 +143,8 @@ def open_run_folder(
             f"run folder '{run_dir}' already holds a run; pass --resume to continue it, or "
             "choose another --run-dir"
         )
+    for tmp in folder.path.glob(".*.tmp"):  # temporaries of a write a kill cut short
+        tmp.unlink(missing_ok=True)
     if not has_state:
         for stale in (BEST, LAST, HISTORY, METRICS):  # a kill between a first save's renames
             folder.file(stale).unlink(missing_ok=True)
@@ -189,7 +191,7 @@ def versions() -> dict[str, Any]:
     import torch
     import torchvision
 
-    from cnnlab import __version__
+    from cnnlab._version import __version__
 
     return {
         "cnnlab": __version__,
