@@ -295,3 +295,26 @@ def test_fuzz_specs(tmp_path):
 def test_fuzz_specs_1000(tmp_path, seed):
     counts = fuzz(tmp_path, seed=seed, n=1000)
     assert counts.get(USER_ERROR, 0) >= 300 and counts.get(OK, 0) >= 50, counts
+
+
+@pytest.mark.parametrize(
+    "item, expect",
+    [
+        ({"x" * 800_000: 3}, "unknown layer type 'xxx"),
+        ({"conv": 3, "name": "n" * 800_000}, "at most 128 characters"),
+        ({"conv": 3, "from": "f" * 800_000}, "names 'fff"),
+        ({"conv": {"filters": 3, "activation": "a" * 800_000}}, "activation='aaa"),
+    ],
+    ids=["type", "name", "from", "arg"],
+)
+def test_long_strings_are_cut_in_messages(item, expect):
+    with pytest.raises(SpecError, match=re.escape(expect)) as info:
+        build_from_spec({"input": "8x8x1", "layers": [item]})
+    assert len(str(info.value)) < 1000
+
+
+def test_unknown_from_lists_at_most_30_names():
+    layers = [{"relu": None, "repeat": 100}, {"add": {"from": ["relu_1", "nope"]}}]
+    with pytest.raises(SpecError, match="names 'nope'") as info:
+        build_from_spec({"input": "8x8x1", "layers": layers})
+    assert "and 72 more" in str(info.value) and len(str(info.value)) < 1000

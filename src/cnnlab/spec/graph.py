@@ -153,9 +153,10 @@ def _resolve_sources(nodes: list[Node], aliases: dict[str, str]) -> None:
             src = aliases.get(src, src)
             if src not in known:
                 names = [INPUT, *(n.name for n in nodes if n is not node), *aliases]
+                more = f" and {len(names) - 30:,} more" if len(names) > 30 else ""
                 raise SpecError(
-                    f"{node.where}: from={show(node.entry.sources)} names {src!r}, which is "
-                    f"not a layer; known names: {', '.join(names)}"
+                    f"{node.where}: from={show(node.entry.sources)} names {show(src)}, which is "
+                    f"not a layer; known names: {', '.join(names[:30])}{more}"
                 )
             node.sources[i] = src
 

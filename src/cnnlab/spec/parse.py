@@ -33,6 +33,7 @@ from cnnlab.spec.limits import (
 TOP_KEYS = ("name", "description", "input", "classes", "layers")
 ENTRY_KEYS = ("name", "from", "repeat")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def parse_entry(index: int, item: Any) -> LayerEntry:
     layer_type = lookup(key)
     if layer_type is None:
         raise SpecError(
-            f"{at}: unknown layer type {key!r}{_suggest(key, type_names())}; {types_text()}"
+            f"{at}: unknown layer type {show(key)}{_suggest(key, type_names())}; {types_text()}"
         )
     at = where(index, name or f"{layer_type.name}_{index}")
     if len(type_keys) > 1:
@@ -274,7 +275,7 @@ def parse_entry(index: int, item: Any) -> LayerEntry:
 def _two_keys(at: str, layer_type: LayerType, first: str, second: str) -> None:
     if lookup(second) is not None:
         raise SpecError(
-            f"{at}: one item has two layer types, {first!r} and {second!r}; "
+            f"{at}: one item has two layer types, {show(first)} and {show(second)}; "
             "write each layer as its own list item (`- ...`)"
         )
     hint = (
@@ -283,7 +284,7 @@ def _two_keys(at: str, layer_type: LayerType, first: str, second: str) -> None:
         else _suggest(second, list(ENTRY_KEYS))
     )
     raise SpecError(
-        f"{at}: unknown key {second!r} beside {first!r}{hint} "
+        f"{at}: unknown key {show(second)} beside {show(first)}{hint} "
         f"(keys beside the layer type: {choices_text(ENTRY_KEYS)})"
     )
 
@@ -340,10 +341,15 @@ def validate_args(at: str, layer_type: LayerType, args: dict[str, Any]) -> dict[
 def _entry_name(index: int, name: Any) -> str | None:
     if name is None:
         return None
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name == "input":
+    if (
+        not isinstance(name, str)
+        or not _NAME_RE.match(name)
+        or name == "input"
+        or len(name) > MAX_NAME_CHARS
+    ):
         raise SpecError(
             f"{where(index, None)}: name={show(name)} must be letters, digits and underscores, "
-            "not starting with a digit, and not 'input'"
+            f"not starting with a digit, at most {MAX_NAME_CHARS} characters, and not 'input'"
         )
     return name
 
