@@ -214,3 +214,20 @@ def test_a_custom_module_with_the_legacy_dict_still_has_a_record():
     model.cnnlab_meta = {"name": "mine", "input_shape": (1, 2, 2), "num_classes": 2}
     assert record_of(model) == BuildRecord("mine", (1, 2, 2), 2, kind="module")
     assert record_of(torch.nn.Linear(4, 2)) is None
+
+
+def test_names_folders_and_pretrained_weights(tmp_path, monkeypatch):
+    """A folder named like a model is the model unless it holds a run; pretrained weights load
+    for a registry name and are recorded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lenet5").mkdir()  # e.g. an image folder named after the model
+    assert record_of(build("lenet5")).kind == "registry"
+    source = create_model("lenet5", num_classes=3)
+    write_run(tmp_path / "myrun", source, list("abc"))
+    assert record_of(build("myrun")).num_classes == 3
+    weights = tmp_path / "myrun" / "model.safetensors"
+    model = build("lenet5", num_classes=3, pretrained=weights)
+    torch.testing.assert_close(model.state_dict(), source.state_dict())
+    assert record_of(model).pretrained.source == str(weights)
+    rebuilt = build(record_of(source).description(), pretrained=weights)
+    torch.testing.assert_close(rebuilt.state_dict(), source.state_dict())

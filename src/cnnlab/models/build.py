@@ -24,7 +24,7 @@ from torch import nn
 
 from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError, RunError
-from cnnlab.models.registry import create_model
+from cnnlab.models.registry import create_model, list_models
 from cnnlab.models.transfer import (
     Backbone,
     TransferModel,
@@ -90,18 +90,27 @@ def build(
                 "input shape or classes; give a model name, spec or run folder instead"
             )
         return source
-    if options and not _is_registry_name(source):
+    registry = _is_registry_name(source)
+    if options and not registry:
         raise ConfigError(f"model options {sorted(options)} apply to registry models only")
     with torch.device(device) if device is not None else nullcontext():
-        model = _dispatch(source, input_shape, num_classes, dict(options or {}), keep_spec_input)
-    if pretrained is not None and not _is_registry_name(source):
+        if registry:  # create_model loads pretrained weights itself (and records them)
+            return create_model(
+                str(source),
+                num_classes=num_classes,
+                input_shape=input_shape,
+                pretrained=pretrained,
+                **dict(options or {}),
+            )
+        model = _dispatch(source, input_shape, num_classes, keep_spec_input)
+    if pretrained is not None:
         from cnnlab.models.pretrained import load_pretrained
 
         load_pretrained(model, pretrained)
     return model
 
 
-def _dispatch(source, input_shape, num_classes, options, keep_spec_input) -> nn.Module:
+def _dispatch(source, input_shape, num_classes, keep_spec_input) -> nn.Module:
     if is_description(source):
         return from_description(source, input_shape=input_shape, num_classes=num_classes)
     if isinstance(source, (Mapping, Spec)) or is_spec_path(source):
@@ -114,23 +123,24 @@ def _dispatch(source, input_shape, num_classes, options, keep_spec_input) -> nn.
             f"{type(source).__name__}"
         )
     text = str(source)
-    if Path(text).is_dir():
-        desc = read_description(Path(text))
-        return from_description(desc, input_shape=input_shape, num_classes=num_classes)
-    if "/" in text or "\\" in text:
+    if not Path(text).is_dir():
         raise RunError(f"'{text}' is not a run folder, a spec file or a registered model name")
-    return create_model(text, num_classes=num_classes, input_shape=input_shape, **options)
+    desc = read_description(Path(text))
+    return from_description(desc, input_shape=input_shape, num_classes=num_classes)
 
 
 def _is_registry_name(source: Any) -> bool:
+    """A plain name, unless a folder of that name holds a run (or the name is unknown)."""
+    if not isinstance(source, (str, Path)) or is_spec_path(source):
+        return False
     text = str(source)
-    return (
-        isinstance(source, (str, Path))
-        and not is_spec_path(source)
-        and "/" not in text
-        and "\\" not in text
-        and not Path(text).is_dir()
-    )
+    if "/" in text or "\\" in text:
+        return False
+    folder = Path(text)
+    if not folder.is_dir():
+        return True
+    # a run folder in the working directory, named without a path, is not a model name
+    return not run_config_path(folder).is_file() and text in list_models()
 
 
 def run_config_path(folder: Path) -> Path:
