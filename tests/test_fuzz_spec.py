@@ -6,12 +6,14 @@ before), then a seeded fuzz over mutated example specs (`fuzz_helpers.SpecMutato
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from cnnlab.errors import ShapeError, SpecError
 from cnnlab.params import count_params
@@ -239,6 +241,13 @@ def test_only_regular_small_files_are_read(tmp_path, kind, expect):
     assert run_call(load_spec, path, limit_s=5).kind == USER_ERROR
 
 
+def test_a_symlink_loop_is_a_spec_error(tmp_path):
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    with pytest.raises(SpecError, match="cannot be read: Too many levels of symbolic links"):
+        build_from_spec(tmp_path / "a.yaml")
+
+
 def test_a_link_to_a_regular_spec_still_works(tmp_path):
     link = tmp_path / "link.yaml"
     link.symlink_to(SPECS / "lenet5.yaml")
@@ -273,11 +282,21 @@ def _build_case(path: Path) -> None:
         build_from_spec(path)
 
 
+def _as_json(payload: str | bytes) -> str | bytes:
+    """The case as JSON when it is valid YAML (NaN/Infinity as Python writes them), else as is."""
+    try:
+        return json.dumps(yaml.safe_load(payload))
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError):
+        return payload
+
+
 def fuzz(tmp_path: Path, seed: int, n: int) -> dict[str, int]:
     mutator = SpecMutator(_bases(), seed)
     results = []
     for case in mutator.cases(n):
         path = write_case(tmp_path / f"case{case.id}.yaml", case.payload)
+        if case.id % 5 == 0:  # every fifth case as JSON, through the JSON reader
+            path = write_case(path.with_suffix(".json"), _as_json(case.payload))
         results.append((case, run_call(_build_case, path, limit_s=10)))
     assert_no_failures(results, seed)
     return summarize(results)
