@@ -71,7 +71,7 @@ def vgg16_frozen(ctx: Context) -> None:
     the lesson's counts exactly; CIFAR-10 training (20 epochs, 51.82%) needs the weights."""
     from cnnlab.errors import CnnlabError
     from cnnlab.transfer.backbone import load_backbone
-    from cnnlab.transfer.model import TransferModel, set_trainable
+    from cnnlab.models.transfer import TransferModel, set_trainable
 
     check_counts(ctx, "VGG16 conv base", "vgg16_base", {"total": 14_714_688}, input_shape="32x32x3")
     backbone = load_backbone("vgg16", weights="none", image_size="32x32", progress=False)
