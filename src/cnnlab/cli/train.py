@@ -205,6 +205,7 @@ def train_cmd(
     """Train a model; by default lenet5 on the bundled digits."""
     from cnnlab.train import fit
     from cnnlab.train.fit import resume_run
+    from cnnlab.viz.figures import RunFigures  # the run folder's curves.png, confusion.png
 
     if nproc_per_node is not None and "LOCAL_RANK" not in os.environ:
         launch_torchrun(nproc_per_node)
@@ -215,7 +216,12 @@ def train_cmd(
                 fail("--resume needs --run-dir DIR (the run to continue)")
             given = epochs if "--epochs" in sys.argv or "-e" in sys.argv else None
             history = resume_run(
-                run_dir, epochs=given, device=device, progress=shown, max_steps=max_steps
+                run_dir,
+                epochs=given,
+                device=device,
+                progress=shown,
+                max_steps=max_steps,
+                callbacks=[RunFigures()],
             )
             raise typer.Exit(exit_code(history.stopped))
         data_cfg, cfg = configs_from_flags(
@@ -227,7 +233,7 @@ def train_cmd(
         if lr_find:
             _lr_find(model, data_cfg, cfg, options, run_dir)
             return
-        history = fit(model, data_cfg, cfg, model_options=options)
+        history = fit(model, data_cfg, cfg, model_options=options, callbacks=[RunFigures()])
     _print_result(history, quiet)
     raise typer.Exit(exit_code(history.stopped))
 
@@ -300,9 +306,6 @@ def eval_cmd(
     from cnnlab.train.evaluation import evaluate_run
     from cnnlab.viz.evaluation import eval_figures
 
-    def figures(result, data_, folder):
-        return eval_figures(result, data_, folder, worst=worst)
-
     with shown_warnings():
         result = evaluate_run(
             run_dir,
@@ -313,7 +316,7 @@ def eval_cmd(
             out_dir=out,
             worst=worst,
             precision=precision,
-            figures=figures,
+            figures=eval_figures,
         )
     _print_eval(result)
 
