@@ -161,3 +161,10 @@ def test_eval_takes_the_split_the_run_reported_on_and_says_why(tmp_path):
     assert "(training evaluated in bf16, this evaluation in fp32)" in fp32.output
     missing = run("eval", str(run_dir), "--split", "test", "--device", "cpu")
     assert missing.exit_code == 2 and "no 'test' split (available: train, val)" in missing.output
+
+
+def test_train_writes_curves_and_confusion_through_the_figures_callback(trained_run):
+    """fit draws nothing; `cnnlab train` passes viz.figures.RunFigures, so the run folder
+    still holds both pictures."""
+    for name in ("curves.png", "confusion.png"):
+        assert (trained_run.path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

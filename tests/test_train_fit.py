@@ -36,8 +36,10 @@ def _home(tmp_path, monkeypatch):
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path):
+    from cnnlab.viz.figures import RunFigures  # training draws nothing: the figures are a hook
+
     run = tmp_path / "run"
-    history = fit("lenet5", digits(), config(run, epochs=3))
+    history = fit("lenet5", digits(), config(run, epochs=3), callbacks=[RunFigures()])
     assert {p.name for p in run.iterdir()} >= RUN_FILES
     assert not list(run.glob(".*.tmp")), "no temporary files left behind"
     assert len(history) == 3 and history.stopped == "completed"

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -40,8 +41,6 @@ def progress_bar(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    from rich.console import Console
-
     with Progress(*columns, console=Console(stderr=True), transient=not sys.stderr.isatty()) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)

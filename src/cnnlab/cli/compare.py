@@ -95,6 +95,7 @@ def compare_cmd(
     """Train every model with the same data, epochs and seeds; table, curves and scatters."""
     # compare and report imported on use: they load torch/matplotlib, `cnnlab --help` does not
     from cnnlab.compare import compare, load_results, write_results
+    from cnnlab.viz.figures import RunFigures
 
     data_cfg, cfg = configs_from_flags(
         locals(),
@@ -110,6 +111,7 @@ def compare_cmd(
             seeds=range(seed, seed + seeds),
             out_dir=out,
             model_options=parse_model_options(model_opt),
+            callbacks=[RunFigures()],  # each run folder's curves.png and confusion.png
             print_fn=say,
         )
     results = load_results(outcome.path)

@@ -109,6 +109,7 @@ def finetune_cmd(
     from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
     from cnnlab.transfer import FinetuneConfig, finetune
+    from cnnlab.viz.figures import RunFigures  # each stage folder's curves.png, confusion.png
 
     data_cfg = DataConfig(
         source=data,
@@ -147,7 +148,7 @@ def finetune_cmd(
     )
     say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
     with shown_warnings():
-        result = finetune(backbone, data_cfg, cfg, options, print_fn=say)
+        result = finetune(backbone, data_cfg, cfg, options, print_fn=say, callbacks=[RunFigures()])
     test = result.final_metrics.get("test") or result.final_metrics.get("val")
     if test and not quiet:
         console.print(

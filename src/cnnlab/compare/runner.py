@@ -61,7 +61,7 @@ def compare(
         out_dir: the comparison folder (default ``comparisons/<data>-<timestamp>``); an
             existing one continues if its plan is the same.
         model_options: factory options for every registry model (an entry's own win).
-        callbacks: training callbacks given to every new run's ``fit``.
+        callbacks: training callbacks given to every run's ``fit`` (or resume).
         print_fn: where progress lines go (default: print).
 
     Returns:
@@ -110,6 +110,7 @@ def train_one(
     A run that fails with a TrainingError (a NaN loss) is recorded in ``failed.txt`` and the
     comparison goes on: a diverging architecture is a result, not a crash.
     """
+    # looked up per call, not at import: the tests replace cnnlab.train.fit.fit
     from cnnlab.train.fit import fit, resume_run
 
     path = run_folder(root, entry, seed)
@@ -124,7 +125,7 @@ def train_one(
     try:
         if (path / STATE).is_file():
             say(f"  resuming {path}")
-            history = resume_run(path, progress=cfg.progress, print_fn=say)
+            history = resume_run(path, progress=cfg.progress, print_fn=say, callbacks=callbacks)
         else:
             run_cfg = replace(cfg, seed=seed, run_dir=str(path), resume=False)
             history = fit(

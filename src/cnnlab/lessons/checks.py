@@ -88,6 +88,7 @@ def train_and_compare(
     from cnnlab.compare import Entry, compare, load_results
     from cnnlab.errors import DataError
     from cnnlab.report import write_report
+    from cnnlab.viz.figures import RunFigures
 
     folder = ctx.out / name
     entries = [Entry(c.label, c.model, dict(c.options or {})) for c in contenders]
@@ -100,6 +101,7 @@ def train_and_compare(
                 cfg,
                 seeds=range(ctx.options.seeds),
                 out_dir=folder,
+                callbacks=[RunFigures()],  # each run folder's curves.png and confusion.png
                 print_fn=ctx.say,
             )
     except DataError as err:

@@ -29,6 +29,11 @@ class Callback:
     def on_train_end(self, history) -> None:
         """Once, when training ends for any reason."""
 
+    def on_run_end(self, end) -> None:
+        """Once, in the process that writes the run folder, after metrics.json, when training
+        ended without an error: ``end`` is a :class:`cnnlab.train.finish.RunEnd` (folder,
+        history, final confusion matrix). :class:`cnnlab.viz.figures.RunFigures` draws here."""
+
 
 class TensorBoardLogger(Callback):
     """Write each epoch's metrics as TensorBoard scalars (``pip install tensorboard``).

@@ -67,11 +67,13 @@ class EvalReport:
 
 @dataclass
 class EvalData:
-    """What the figures callback draws from: the run, the split's images, the outputs."""
+    """What the figures callback draws from: the run, the split's images, the outputs, and
+    how many worst-classified images to show (``worst`` of :func:`evaluate_run`)."""
 
     run: Run
     images: ImageSet
     outputs: Evaluation
+    worst: int = 30
 
 
 FiguresFn = Callable[[EvalReport, EvalData, Path], dict[str, Path]]
@@ -196,7 +198,7 @@ def evaluate_run(
     out = Path(out_dir) if out_dir is not None else run.path / f"eval-{split}"
     result.files = _write(result, run, out)
     if figures is not None:
-        result.files.update(figures(result, EvalData(run, images, outputs), out))
+        result.files.update(figures(result, EvalData(run, images, outputs, worst), out))
     return result
 
 

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from cnnlab.data import DataConfig
+from cnnlab.data.decode import read_image, resize_image
+from cnnlab.data.imageset import convert_channels
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
 from cnnlab.models import build
@@ -135,9 +137,6 @@ def preprocess(run: Run, images: list[str | Path | torch.Tensor]) -> torch.Tenso
 
     Tensors are uint8 (C, H, W) images. Raises DataError/CorruptImageError naming the file.
     """
-    from cnnlab.data.decode import read_image, resize_image
-    from cnnlab.data.imageset import convert_channels
-
     channels, height, width = run.input_shape
     batch = []
     for item in images:

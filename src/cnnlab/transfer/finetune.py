@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from cnnlab.errors import ConfigError, RunError
 from cnnlab.models.transfer import HEADS, TransferModel, build_transfer_model, set_trainable
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train import distributed
+from cnnlab.train.callbacks import Callback
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv
 from cnnlab.train.fit import fit, resolve_hardware
@@ -123,6 +124,7 @@ def finetune(
     options: FinetuneConfig | None = None,
     *,
     print_fn: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (zoo name or run folder) on ``data`` in two stages.
 
@@ -136,6 +138,8 @@ def finetune(
             ``resume`` continues an interrupted fine-tuning.
         options: backbone, head and stage options.
         print_fn: where progress lines go.
+        callbacks: hooks given to each stage's ``fit`` (e.g. the stage folders' figures,
+            ``cnnlab.viz.figures.RunFigures``).
 
     Raises:
         ConfigError, WeightsError, RunError, TrainingError: as their messages say.
@@ -174,7 +178,7 @@ def finetune(
         RunFolder(parent).write_yaml(FINETUNE, _record(backbone, opts, pre, weights_line))
     stages = _stage_configs(train, opts, parent)
     for stage, cfg in stages.items():
-        result.stopped = _run_stage(stage, cfg, model, loaders, opts, env, result, say)
+        result.stopped = _run_stage(stage, cfg, model, loaders, opts, env, result, say, callbacks)
         if result.stopped not in ("completed", "early_stop"):
             break
     if env.is_main:
@@ -246,6 +250,7 @@ def _run_stage(
     env: DistEnv,
     result: FinetuneResult,
     say: Callable[[str], None],
+    callbacks: Sequence[Callback] = (),
 ) -> str:
     """Train one stage (or resume it, or skip it when it already finished); its stop reason."""
     folder = Path(cfg.run_dir)
@@ -265,7 +270,8 @@ def _run_stage(
         stage_loaders = feature_loaders(model, loaders, cfg.precision)
         say(f"cached backbone features in {time.perf_counter() - started:.1f} s")
         result.feature_cache = True
-    history = fit(model, stage_loaders, cfg, print_fn=say if cfg.progress != "none" else None)
+    shown = say if cfg.progress != "none" else None
+    history = fit(model, stage_loaders, cfg, callbacks=callbacks, print_fn=shown)
     result.stages[stage] = history
     result.final_metrics = history.final_metrics
     if history.stopped in ("completed", "early_stop") and (folder / BEST).is_file():
@@ -340,8 +346,8 @@ def _record(
 
 def _finish(parent: Path, result: FinetuneResult) -> None:
     """Curves of both stages in the parent folder, the unfreezing marked."""
+    from cnnlab.atomic import save_figure
     from cnnlab.transfer.curves import plot_stages
-    from cnnlab.viz.samples import save_figure
 
     if any(len(h) for h in result.stages.values()):
         save_figure(plot_stages(result.stages), parent / "curves.png")

@@ -10,13 +10,13 @@ from cnnlab.viz.confusion import plot_confusion
 from cnnlab.viz.samples import sample_grid, save_figure
 
 
-def eval_figures(result: EvalReport, data: EvalData, out: Path, worst: int = 30) -> dict[str, Path]:
-    """confusion.png and (``worst`` > 0) worst.png in ``out``, by role."""
+def eval_figures(result: EvalReport, data: EvalData, out: Path) -> dict[str, Path]:
+    """confusion.png and (``data.worst`` > 0) worst.png in ``out``, by role."""
     title = f"{data.run.path.name}: {result.split} split"
     files = {"confusion": out / "confusion.png"}
     save_figure(plot_confusion(result.confusion, data.run.classes, title=title), files["confusion"])
-    if worst > 0:
-        files["worst"] = worst_grid(data, out / "worst.png", worst)
+    if data.worst > 0:
+        files["worst"] = worst_grid(data, out / "worst.png", data.worst)
     return files
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.shapes import keras_shape
+from cnnlab.summary import layer_modules
 from cnnlab.viz.filters import mosaic_ticks, tile_mosaic
 
 MAX_DEFAULT_LAYERS = 6
@@ -107,8 +108,6 @@ def default_layers(
 
     ``x`` is a batch to trace with (default: zeros of the model's recorded input shape).
     """
-    from cnnlab.summary import layer_modules
-
     if x is None:
         x = torch.zeros(1, *record_of(model).input_shape)
     rows = list(layer_modules(model))

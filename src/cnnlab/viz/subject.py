@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnlab.data.decode import read_image
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
 from cnnlab.models import build, is_spec_path, model_name, record_of
+from cnnlab.train.loading import load_run
 
 
 @dataclass
@@ -51,8 +53,6 @@ def load_subject(source: str | Path, weights: str = "best") -> Subject:
     text = str(source)
     path = Path(text)
     if path.is_dir():
-        from cnnlab.train.loading import load_run
-
         run = load_run(path, weights=weights, device="cpu")
         return Subject(run.model, run.input_shape, run.normalizer, run.classes, path.name, True)
     if is_spec_path(path) and not path.is_file():
@@ -74,8 +74,6 @@ def load_input(subject: Subject, image_path: str | Path) -> tuple[torch.Tensor, 
     Raises:
         DataError: a missing file; CorruptImageError: one that does not decode (naming it).
     """
-    from cnnlab.data.decode import read_image
-
     path = Path(image_path)
     if not path.is_file():
         raise DataError(f"image '{image_path}' does not exist")
