@@ -5,7 +5,9 @@
 (b) an epoch of augmented, normalized batches from the in-memory device path;
 (c) an epoch of the same batches streamed from tar shards by DataLoader workers;
 (d) the reference: torchvision ``ImageFolder`` + ``DataLoader`` with the equivalent transforms
-    (RandomCrop(32, padding=4, reflect), RandomHorizontalFlip, ToTensor, Normalize).
+    (RandomCrop(32, padding=4, reflect), RandomHorizontalFlip, ToTensor, Normalize);
+(e) shards of large photos (``--large`` images upscaled to 384x384 JPEGs) streamed at 192x192
+    and 64x64, with a full decode + resize against PIL's draft (DCT-scaled) decode.
 
 Each epoch figure is the median of ``--repeats`` epochs (images/s). Usage::
 
@@ -111,6 +113,49 @@ def shard_loader(folder: Path, out: Path, batch_size: int, workers: int, augment
     return pack_seconds, verify_seconds, loader
 
 
+def upscaled_folder(folder: Path, out: Path, count: int, side: int) -> Path:
+    """The first ``count`` images of ``folder`` as ``side`` x ``side`` JPEGs (quality 90): large
+    photos, for decode-time downscaling."""
+    from PIL import Image
+
+    for path in sorted(folder.rglob("*.jpg"))[:count]:
+        target = out / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            image.resize((side, side), Image.BICUBIC).save(target, quality=90)
+    return out
+
+
+def draft_rows(folder: Path, tmp: Path, count: int, batch_size: int, workers: int) -> list:
+    """(e) streaming large JPEGs at a smaller size, with and without PIL draft mode."""
+    from cnnlab.data import shards_read
+    from cnnlab.data.shards import ShardLoader, pack_shards
+
+    large = upscaled_folder(folder, tmp / "large", count, 384)
+    pack_shards(large, tmp / "large-pack", shards=4, val_split=0.0)
+    real, rows = shards_read._draft_decode, []
+    for size in ((192, 192), (64, 64)):
+        rates = {}
+        for mode in ("full decode", "draft decode"):
+            if mode.startswith("full"):  # forked workers inherit the switch
+                shards_read._draft_decode = lambda *args: None
+            loader = ShardLoader(
+                tmp / "large-pack",
+                "train",
+                batch_size,
+                shuffle=True,
+                image_size=size,
+                num_workers=workers,
+            )
+            rates[mode] = epoch_rate(loader, 2)
+            loader.close()
+            shards_read._draft_decode = real
+            rows.append((f"(e) 384px JPEGs at {size[0]}px, {mode}", rates[mode], ""))
+        ratio = rates["draft decode"] / rates["full decode"]
+        rows.append((f"ratio draft / full at {size[0]}px", ratio, ""))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
@@ -118,7 +163,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: c,d")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: c,d,e")
+    parser.add_argument("--large", type=int, default=2000, help="images for (e)")
     args = parser.parse_args()
     if not args.archive.is_file():
         raise SystemExit(f"{args.archive} not found (see ../shared/datasets/README.md)")
@@ -153,6 +199,8 @@ def main() -> None:
             rows.append(("    pack 16 shards (original JPEG bytes)", n / t_pack, f"{t_pack:.2f} s"))
             rows.append(("    verify them (first loader only)", n / t_verify, f"{t_verify:.2f} s"))
             rows.append(("(c) shard streaming epoch", epoch_rate(shards, args.repeats), ""))
+        if "e" not in skip:
+            rows += draft_rows(folder, tmp, args.large, args.batch_size, args.workers)
         if "d" not in skip:
             reference = torchvision_loader(folder, args.batch_size, args.workers)
             rate_d = epoch_rate(reference, args.repeats)

@@ -823,3 +823,30 @@ def test_fuzzed_packs_fail_cleanly_or_load(tmp_path):
             pytest.fail(f"case {case} ({what}): internal error {type(err).__name__}: {err}")
         shutil.rmtree(pack)
     assert outcomes["refused"] >= 50 and outcomes["loaded"] >= 1, outcomes
+
+
+def test_large_jpegs_are_scaled_while_decoding(tmp_path, monkeypatch):
+    from cnnlab.data import shards_read
+    from cnnlab.data.decode import decode_image_bytes
+
+    yy, xx = np.mgrid[0:256, 0:192]
+    pixels = np.stack([yy, xx, (yy + xx) // 2], axis=-1).astype(np.uint8)  # smooth gradients
+    path = write_image(tmp_path / "src" / "a" / "big.jpg", pixels, "JPEG")
+    data = path.read_bytes()
+    drafted = []
+    real = shards_read._draft_decode
+    monkeypatch.setattr(shards_read, "_draft_decode", lambda *a: drafted.append(1) or real(*a))
+    scaled = shards_read.decode_sample(data, 3, (32, 24), "big.jpg")
+    full = decode_image_bytes(data, 3, (32, 24))
+    assert drafted and scaled.shape == full.shape == (3, 32, 24)
+    assert (scaled.float() - full.float()).abs().mean() < 3  # the same picture
+    assert torch.equal(
+        shards_read.decode_sample(data, 3, (200, 150), "x"), read_image(path, 3, (200, 150))
+    )
+    assert len(drafted) == 1  # under 2x the target: decoded in full, as before
+    with pytest.raises(CorruptImageError, match=r"cut\.jpg"):
+        shards_read.decode_sample(data[: len(data) // 2], 3, (32, 24), "cut.jpg")
+    write_image(tmp_path / "src" / "b" / "big.jpg", pixels[::-1].copy(), "JPEG")
+    pack_shards(tmp_path / "src", tmp_path / "pack", 1, val_split=0.0, image_size="32x24")
+    assert len(drafted) == 4  # the cut one tried, and packing at a smaller size scales too
+    assert read_shards(tmp_path / "pack").images.shape == (2, 3, 32, 24)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import json
 import math
 import os
@@ -41,13 +42,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnlab.data.batching import derive_seed
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_image_bytes, default_workers
+from cnnlab.data.decode import (
+    IMAGE_EXTENSIONS,
+    check_pixels,
+    decode_image_bytes,
+    default_workers,
+    header_size,
+    resize_image,
+)
 from cnnlab.data.folder import DataWarning, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.errors import CorruptImageError, DataError
@@ -341,6 +350,39 @@ def verify_split(pack_dir: Path, manifest: dict, split: str) -> dict[str, tuple[
     return stamps
 
 
+def decode_sample(
+    data: bytes, channels: int, size: tuple[int, int] | None, source: str
+) -> torch.Tensor:
+    """:func:`decode_image_bytes`, but a JPEG at least twice the target ``size`` is scaled by
+    libjpeg while it is decoded (PIL draft mode: 1/2, 1/4 or 1/8 of the pixels, and about as
+    much of the work), then resized the rest of the way: large photos streamed or packed at a
+    small size (issue 15)."""
+    if size is not None and data[:3] == b"\xff\xd8\xff":
+        claimed = header_size(data, "jpeg")
+        if claimed and claimed[0] >= 2 * size[0] and claimed[1] >= 2 * size[1]:
+            check_pixels(claimed, source)
+            image = _draft_decode(data, channels, size)
+            if image is not None:
+                return image
+    return decode_image_bytes(data, channels, size, source=source)
+
+
+def _draft_decode(data: bytes, channels: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """(C, H, W) uint8 of a JPEG decoded at a reduced DCT scale, or None to decode it in full
+    (the full decoder then names whatever is wrong with it)."""
+    from PIL import Image
+
+    mode = "RGB" if channels == 3 else "L"
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
+            image.draft(mode, (size[1], size[0]))  # the smallest scale still >= size
+            array = np.asarray(image.convert(mode))  # (H, W, 3) or (H, W)
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError... on damaged files
+        return None
+    tensor = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy())
+    return resize_image(tensor.permute(2, 0, 1).contiguous(), size)
+
+
 def epoch_segments(counts: list[int], start: int, stop: int) -> list[tuple[int, int, int]]:
     """Cut positions ``[start, stop)`` of a stream of shards into per-shard pieces.
 
@@ -534,7 +576,7 @@ class ShardDataset(IterableDataset):
             raw = _buffer_shuffle(raw, self.buffer_size, rng)
         for source, data, label, position in raw:
             try:
-                image = decode_image_bytes(data, self.channels, self.image_size, source=source)
+                image = decode_sample(data, self.channels, self.image_size, source)
             except CorruptImageError as err:
                 if self.strict:
                     raise CorruptImageError(f"{err} (strict mode)") from None

@@ -46,7 +46,7 @@ from cnnlab.atomic import atomic_path
 from cnnlab.data.batching import derive_seed
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
-from cnnlab.data.decode import decode_image_bytes, default_workers, sniff_format
+from cnnlab.data.decode import default_workers, sniff_format
 from cnnlab.data.folder import DataWarning, guess_channels, scan_folder, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
 from cnnlab.data.registry import dataset_info
@@ -55,6 +55,7 @@ from cnnlab.data.shards_read import (
     PACK_FORMAT,
     PACK_VERSION,
     SPLITS,
+    decode_sample,
     is_shard_pack,
     read_manifest,
 )
@@ -119,7 +120,7 @@ class _FileEncoder:
         with open(path, "rb") as handle:
             data = handle.read()
         # The full decode is the corruption check (see the module docstring).
-        image = decode_image_bytes(data, self.channels, self.size, source=path)
+        image = decode_sample(data, self.channels, self.size, path)
         fmt = sniff_format(data)
         if self.reencode:
             fmt = "jpeg" if fmt == "jpeg" else "png"
