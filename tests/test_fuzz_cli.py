@@ -176,7 +176,7 @@ def test_seed_beyond_int64_is_a_usage_error():
 
 
 def test_fuzz_spec_commands(tmp_path):
-    counts = _run(_spec_cases(tmp_path, seed=7, n=40), seed=7, limit_s=20)
+    counts = _run(_spec_cases(tmp_path, seed=7, n=30), seed=7, limit_s=20)
     assert counts.get(USER_ERROR, 0) >= 10 and counts.get(OK, 0) >= 4, counts
 
 
@@ -190,3 +190,29 @@ def test_fuzz_cli_many(tmp_path):
     cases = _spec_cases(tmp_path, seed=3, n=300) + _flag_cases(3, 120, tmp_path / "runs")
     counts = _run(cases, seed=3)
     assert counts.get(USER_ERROR, 0) >= 100, counts
+
+
+@pytest.mark.parametrize("value", [str(2**63), "100000000000", "0", "-3"])
+def test_summary_classes_of_a_registered_model_are_bounded(value):
+    # lenet5's head used to get 2**63 from the flag: torch's TypeError became exit 1
+    outcome = run_cli(app, ["summary", "lenet5", "-c", value])
+    assert outcome.kind == USER_ERROR and "--classes" in outcome.detail, outcome
+
+
+def test_fuzz_registered_model_summaries():
+    rng = random.Random(5)
+    cases = [
+        Case(
+            i,
+            "summary",
+            [
+                "summary",
+                rng.choice(["lenet5", "basic_cnn", "vgg6"]),
+                rng.choice(["-i", "-c", "-d"]),
+                rng.choice(INTS + SHAPES),
+            ],
+        )
+        for i in range(6)
+    ]
+    counts = _run(cases, seed=5, limit_s=30)
+    assert counts.get(USER_ERROR, 0) >= 2, counts

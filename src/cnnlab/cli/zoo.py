@@ -82,7 +82,14 @@ def summary_cmd(
     input_shape: ShapeOpt = None,
     classes: Annotated[
         int | None,
-        typer.Option("--classes", "-c", help="Classes of the head (default: the model's)."),
+        # bounded here: a registered model's head took 2**63 to torch (an internal error)
+        typer.Option(
+            "--classes",
+            "-c",
+            help="Classes of the head (default: the model's).",
+            min=1,
+            max=1 << 20,
+        ),
     ] = None,
     depth: Annotated[
         int, typer.Option("--depth", "-d", help="1: top-level layers; 2+: open composite blocks.")
