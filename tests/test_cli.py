@@ -168,3 +168,15 @@ def test_train_writes_curves_and_confusion_through_the_figures_callback(trained_
     still holds both pictures."""
     for name in ("curves.png", "confusion.png"):
         assert (trained_run.path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_names_another_device_as_the_reason_numbers_can_differ(trained_run_copy, tmp_path):
+    from cnnlab.train.evaluation import evaluate_run
+
+    config = trained_run_copy / "config.yaml"
+    text = config.read_text()
+    assert "\ndevice: cpu\n" in text or "\ndevice: cuda" in text
+    other = "cuda" if "\ndevice: cpu\n" in text else "cpu"
+    config.write_text(re.sub(r"\ndevice: \S+\n", f"\ndevice: {other}\n", text, count=1))
+    result = evaluate_run(trained_run_copy, out_dir=tmp_path / "ev", worst=0)
+    assert result.mismatch.startswith(f"training evaluated on {other}, this evaluation on ")

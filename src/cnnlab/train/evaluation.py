@@ -194,7 +194,7 @@ def evaluate_run(
     outputs = _outputs(run, images, dev, used, batch_size)
     result = _report(run, split, weights, used, outputs, len(images))
     result.split_reason = reason
-    result.reported, result.mismatch = _compare_with_training(run, result, data, weights)
+    result.reported, result.mismatch = _compare_with_training(run, result, data, dev)
     out = Path(out_dir) if out_dir is not None else run.path / f"eval-{split}"
     result.files = _write(result, run, out)
     if figures is not None:
@@ -240,16 +240,21 @@ def _report(
 
 
 def _compare_with_training(
-    run: Run, result: EvalReport, data: str | None, weights: str
+    run: Run, result: EvalReport, data: str | None, device: torch.device
 ) -> tuple[dict[str, Any] | None, str]:
-    """metrics.json's figures for this split and weights, and why they can differ from ours."""
+    """metrics.json's figures for this split and weights, and why they can differ from ours:
+    another precision, or another kind of device (its kernels round differently)."""
     reported = run.metrics.get(result.split)
+    weights = result.metrics["weights"]
     if data or not isinstance(reported, dict) or reported.get("weights", "best") != weights:
         return None, ""
     trained = str(run.config.get("train", {}).get("precision", "fp32"))
     used = result.metrics["precision"]
     if used != trained:
         return reported, f"training evaluated in {trained}, this evaluation in {used}"
+    trained_on = str(run.config.get("device", device.type)).split(":")[0]
+    if trained_on != device.type:
+        return reported, f"training evaluated on {trained_on}, this evaluation on {device.type}"
     return reported, ""
 
 
