@@ -140,6 +140,41 @@ def test_resume_needs_run_dir():
     assert result.exit_code == 2 and "--resume needs --run-dir" in result.output
 
 
+def test_resume_of_a_finished_run_exits_0_already_complete(trained_run_copy):
+    """A scheduler re-running the command after the end: exit 0, nothing trained."""
+    run_dir = trained_run_copy
+    state = (run_dir / "state.pt").stat().st_mtime_ns
+    flags = ["--device", "cpu", "--progress", "lines"]
+    result = run("train", "--resume", "--run-dir", run_dir, *flags)
+    assert result.exit_code == 0, result.output
+    assert "already complete" in result.output and "Epoch" not in result.output
+    assert (run_dir / "state.pt").stat().st_mtime_ns == state
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "0.5"], "--lr 0.5 differs from the saved lr"),
+        (["--batch-size", "64"], "--batch-size 64 differs from the saved batch_size"),
+        (["--optimizer", "sgd"], "--optimizer sgd differs from the saved optimizer"),
+        (["--augment", "flip"], "--augment flip differs"),
+    ],
+)
+def test_resume_refuses_a_flag_it_would_ignore(trained_run_copy, args, message):
+    run_dir = trained_run_copy
+    result = run("train", "--resume", "--run-dir", run_dir, *args, *QUIET)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert message in text and "start a new run" in text
+
+
+def test_resume_takes_the_saved_values_and_its_own_flags(trained_run_copy):
+    run_dir = trained_run_copy  # lenet5 on digits, adam (lr 1e-3), batch 32, 4 epochs
+    flags = ["--lr", "0.001", "--batch-size", "32", "--data", "digits", "--epochs", "4"]
+    result = run("train", "lenet5", "--resume", "--run-dir", run_dir, *flags, *QUIET)
+    assert result.exit_code == 0, result.output
+
+
 def _cli(*args, home):
     env = {**os.environ, "CNNLAB_HOME": str(home)}
     cmd = [sys.executable, "-m", "cnnlab.cli", *map(str, args)]

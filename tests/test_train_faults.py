@@ -208,3 +208,20 @@ def test_a_pickled_object_in_state_pt_is_refused_without_torch_advice(tmp_path):
     with pytest.raises(RunError, match="damaged") as err:
         load_state(run / "state.pt")
     assert "weights_only" not in str(err.value)
+
+
+def test_read_only_run_folder_is_one_line_exit_2(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fit("lenet5", digits(), config(run, epochs=1, max_steps=2))
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".lock"):  # the first file a run writes
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    result = cli("train", "--resume", "--run-dir", run, "--device", "cpu", *QUIET)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"run folder '{run}' is not writable: Read-only file system" in text

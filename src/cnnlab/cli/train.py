@@ -57,7 +57,9 @@ ValSplitOpt = Annotated[
 AugmentOpt = Annotated[
     str, _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP)
 ]
-SeedOpt = Annotated[int, _opt("--seed", help="Seed of init, data order, augmentation.")]
+SeedOpt = Annotated[
+    int, _opt("--seed", help="Seed of init, data order, augmentation.", max=2**63 - 1)
+]  # torch seeds are int64: a larger one was an internal error
 InitOpt = Annotated[
     str, _opt("--init", help="default (PyTorch's) or keras (Glorot uniform, zero biases).")
 ]
@@ -138,10 +140,13 @@ def configs_from_flags(flags: dict[str, Any], data: dict[str, Any], train: dict[
 
 def exit_code(stopped: str) -> int:
     """Exit status of a run: 0 finished, 130 interrupted (as a shell reports Ctrl-C)."""
-    return 130 if stopped == "interrupted" else 0
+    from cnnlab.train.stop import StopReason  # stdlib only: light
+
+    return 130 if stopped == StopReason.INTERRUPTED else 0
 
 
 def train_cmd(
+    ctx: typer.Context,
     model: ModelArg = "lenet5",
     data: DataOpt = "digits",
     epochs: Annotated[int, _opt("--epochs", "-e", help="Passes over the training data.")] = 10,
@@ -214,10 +219,11 @@ def train_cmd(
         if resume:
             if run_dir is None:
                 fail("--resume needs --run-dir DIR (the run to continue)")
-            given = epochs if "--epochs" in sys.argv or "-e" in sys.argv else None
+            explicit = _explicit_flags(ctx)
+            _refuse_changes(run_dir, locals(), explicit)
             history = resume_run(
                 run_dir,
-                epochs=given,
+                epochs=epochs if "epochs" in explicit else None,
                 device=device,
                 progress=shown,
                 max_steps=max_steps,
@@ -236,6 +242,62 @@ def train_cmd(
         history = fit(model, data_cfg, cfg, model_options=options, callbacks=[RunFigures()])
     _print_result(history, quiet)
     raise typer.Exit(exit_code(history.stopped))
+
+
+# flags that --resume takes: they change where and how long the run goes on, not what it trains
+RESUME_FLAGS = {"epochs", "max_steps", "device", "progress", "quiet", "run_dir", "resume"}
+RESUME_FLAGS |= {"nproc_per_node", "workers", "root", "no_download"}
+
+
+def _explicit_flags(ctx: typer.Context) -> set[str]:
+    """Names of the parameters given on the command line (not left at their defaults)."""
+    given = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name for name, source in given.items() if getattr(source, "name", "") == "COMMANDLINE"}
+
+
+def _refuse_changes(run_dir: Path, values: dict[str, Any], explicit: set[str]) -> None:
+    """Exit 2 when a flag given with --resume asks for another setting than the run's saved
+    one: the run would silently go on with the saved one (the same value is fine)."""
+    from cnnlab.train import TrainConfig
+    from cnnlab.train.run import RunFolder
+
+    config = RunFolder(run_dir).read_config()
+    data_cfg, cfg = configs_from_flags(values, data={"source": values["data"]}, train={})
+    saved_train = TrainConfig.from_dict(config["train"])
+    for name in sorted(explicit - RESUME_FLAGS):
+        given, saved = values[name], None
+        if name == "lr":
+            given, saved = cfg.peak_lr, saved_train.peak_lr
+        elif name in config["train"]:
+            given, saved = getattr(cfg, name), config["train"][name]
+        elif name == "data":
+            saved = config["data"].get("source")
+        elif name in config["data"]:
+            given, saved = getattr(data_cfg, name), config["data"][name]
+        elif name == "model":
+            saved = config["model"].get("name")
+            if Path(given).is_file():  # a spec file: its name is inside; resume checks it
+                continue
+        if _comparable(given) != _comparable(saved):
+            flag = "--" + name.replace("_", "-")
+            fail(
+                f"{flag} {given} differs from the saved {name} of run '{run_dir}' ({saved}): "
+                "--resume continues a run as it was configured (it takes --epochs, "
+                f"--max-steps, --device, --progress); start a new run to train with {flag} {given}"
+            )
+
+
+def _comparable(value: Any) -> Any:
+    """A flag's value and the saved one in one form ("32x32" and [32, 32]; paths as text)."""
+    if isinstance(value, str) and "x" in value and value.replace("x", "").isdigit():
+        return [int(v) for v in value.split("x")]
+    if isinstance(value, (tuple, list)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _lr_find(model, data_cfg, cfg, options: dict, run_dir: Path | None) -> None:

@@ -23,6 +23,7 @@ _EXPORTS = {
     "fit": "cnnlab.train.fit",
     "resume_run": "cnnlab.train.fit",
     "History": "cnnlab.train.history",
+    "StopReason": "cnnlab.train.stop",
     "Prediction": "cnnlab.train.loading",
     "Run": "cnnlab.train.loading",
     "load_run": "cnnlab.train.loading",
@@ -36,6 +37,7 @@ __all__ = [
     "History",
     "Prediction",
     "Run",
+    "StopReason",
     "TensorBoardLogger",
     "TrainConfig",
     "TrainStep",
@@ -66,3 +68,4 @@ if TYPE_CHECKING:
     from cnnlab.train.fit import fit, resume_run
     from cnnlab.train.history import History
     from cnnlab.train.loading import Prediction, Run, load_run, predict
+    from cnnlab.train.stop import StopReason

@@ -163,9 +163,9 @@ def _start(s: Setup) -> TrainState:
 def _already_complete(s: Setup, st: TrainState) -> None:
     """Say so; read metrics.json, or write it when a kill came between the last checkpoint
     and the end of the run."""
+    more = "" if st.epoch < s.cfg.epochs else "; pass a larger --epochs to train it further"
     s.display.message(
-        f"run {s.run_path} is already complete ({st.history.stopped}, {st.epoch} epochs); "
-        "pass a larger --epochs to train it further"
+        f"run {s.run_path} is already complete ({st.history.stopped}, {st.epoch} epochs){more}"
     )
     path = s.run_path / METRICS
     if distributed.broadcast(path.is_file(), s.env):
