@@ -850,3 +850,22 @@ def test_large_jpegs_are_scaled_while_decoding(tmp_path, monkeypatch):
     pack_shards(tmp_path / "src", tmp_path / "pack", 1, val_split=0.0, image_size="32x24")
     assert len(drafted) == 4  # the cut one tried, and packing at a smaller size scales too
     assert read_shards(tmp_path / "pack").images.shape == (2, 3, 32, 24)
+
+
+def test_packs_of_the_previous_writer_still_load(tmp_path):
+    """Packs written before webdataset stored each sample's image before its label."""
+    pack = tmp_path / "pack"
+    pack_shards(numbered_set(9), pack, 2)
+    before = read_shards(pack)
+    for shard in pack.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar]
+        with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in range(0, len(members), 2):  # (key.cls, key.png) -> (key.png, key.cls)
+                for member, data in (members[i + 1], members[i]):
+                    tar.addfile(member, io.BytesIO(data))
+    resign(pack)
+    with tarfile.open(pack / "train-00000.tar") as tar:
+        assert [n.split(".")[1] for n in tar.getnames()[:2]] == ["png", "cls"]
+    after = read_shards(pack)
+    assert torch.equal(after.images, before.images) and torch.equal(after.labels, before.labels)
