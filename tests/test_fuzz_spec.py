@@ -58,7 +58,29 @@ def error_of(tmp_path: Path, text: str, name: str = "s.yaml", limit_s: float = 5
 )
 def test_deep_nesting_is_refused_with_the_line(tmp_path, body):
     message = error_of(tmp_path, HEAD + body + "\n")
-    assert "invalid YAML at line 3" in message and "nesting deeper than 32 levels" in message
+    # libyaml stops flow nesting itself at 1,000 levels; the event scan at 32
+    assert "invalid YAML at line 3" in message and "nesting" in message
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        ("  - conv: " + "[" * 5000 + "]" * 5000, "nesting"),  # libyaml: its own 1,000 limit
+        ("  - conv:\n" + "".join("    " + "  " * k + "- \n" for k in range(40)), "deeper than 32"),
+        ("  - conv: " + "9" * 5001, "integer of 5,001 characters"),
+        ("  - relu\n" * 60_000, "more than 50,000 values"),
+    ],
+    ids=["flow", "block", "int", "count"],
+)
+@pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "pure-python"])
+def test_yaml_bounds_with_and_without_libyaml(tmp_path, monkeypatch, body, expect, libyaml):
+    from cnnlab.spec import limits
+
+    if not libyaml:
+        monkeypatch.setattr(limits, "_CLoader", None)
+    elif limits._CLoader is None:
+        pytest.skip("PyYAML without libyaml")
+    assert expect in error_of(tmp_path, HEAD + body + "\n", limit_s=20)
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ from cnnlab.spec.layer_types import LayerType, lookup, type_names, types_text
 from cnnlab.spec.limits import (
     MAX_COUNT,
     MAX_LAYERS,
-    SpecLoader,
     check_structure,
+    load_yaml,
     parse_json,
     read_spec_text,
 )
@@ -115,7 +115,7 @@ def read_spec_file(path: str | Path) -> Any:
             reason = "nesting too deep" if isinstance(e, RecursionError) else str(e)
             raise SpecError(f"spec file '{path}': invalid JSON: {reason}") from None
     try:
-        return yaml.load(text, Loader=SpecLoader)  # SpecLoader is a SafeLoader
+        return load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
