@@ -44,6 +44,12 @@ re-heads a spec. Models return logits: leave out the lessons' final softmax.
 Every mistake raises `cnnlab.errors.SpecError` with one line naming the layer, field, bad
 value and valid choices, e.g. ``layer 3 'conv_3': kernel=5 is larger than the 3x3 input
 (padding 'valid')``.
+
+Specs are treated as untrusted input (`cnnlab.spec.limits`): only a regular file of at most
+1 MiB is read; nesting (32 levels), values (50,000, aliases expanded), integer literals (30
+characters), layers after ``repeat:`` (2,000), counts (1,048,576), windows (65,536), parameters
+(10^9) and one layer's output (2^28 values per image) are bounded, and sizes are checked on the
+meta device before any memory is allocated. Each limit is stated in its error message.
 """
 
 from cnnlab.spec.build import build_from_spec
