@@ -329,3 +329,22 @@ def test_lesson_000_quick_gives_the_same_verdicts_on_any_machine(tmp_path):
     learned = _values(text, "test accuracy")
     assert learned["vgg6: test accuracy"] >= 0.85, learned
     assert "the bundled digits are easy enough" in text
+
+
+def test_lesson_001_filter_row_is_an_observation_that_can_fail(tmp_path, monkeypatch):
+    """The lesson prints no column number: the row is its observation (the vertical filter
+    answers a vertical line), checked on a synthetic line, and fails when it does not hold."""
+    import torch
+
+    import cnnlab.viz.convolve as convolve
+    from cnnlab.lessons import l001
+
+    ctx = context(tmp_path, quick=True)
+    l001.filters(ctx)
+    assert [(r.lesson, r.verdict) for r in ctx.rows] == [("yes", SEEN)]
+    assert ctx.rows[0].cnnlab == "yes (strongest column 16)"
+    real = convolve.convolve
+    monkeypatch.setattr(convolve, "convolve", lambda x, k: torch.roll(real(x, k), 3, dims=-1))
+    ctx = context(tmp_path, quick=True)
+    l001.filters(ctx)
+    assert [r.verdict for r in ctx.rows] == [NOT_SEEN] and "column 19" in ctx.rows[0].cnnlab
