@@ -348,3 +348,18 @@ def test_lesson_001_filter_row_is_an_observation_that_can_fail(tmp_path, monkeyp
     ctx = context(tmp_path, quick=True)
     l001.filters(ctx)
     assert [r.verdict for r in ctx.rows] == [NOT_SEEN] and "column 19" in ctx.rows[0].cnnlab
+
+
+@pytest.mark.slow
+def test_lesson_001_quick(tmp_path):
+    """Lesson 001 quick (~45 CPU seconds): every count and shape matches, the observations
+    hold, and the Fashion-MNIST CNN learns the digits (>= 85%), exit 0."""
+    out = tmp_path / "l001"
+    result = CliRunner().invoke(
+        app, ["lesson", "001", "--quick", "--device", "cpu", "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    rows = _rows(text)
+    assert not failures_in(rows) and len(rows) >= 27
+    assert _values(text, "test accuracy")["fashion_cnn: test accuracy"] >= 0.85

@@ -82,7 +82,8 @@ def pooling(ctx: Context) -> None:
 
 def fashion(ctx: Context) -> None:
     """The "typical CNN" (64@7x7, 2x128, 2x256, dense 128/64, dropout 0.5): 1,413,834
-    params; Fashion-MNIST standardized, Adam, 10 epochs, 55k/5k split: test 90.59%."""
+    params; Fashion-MNIST standardized, Adam, 10 epochs, 55k/5k split: test 90.59%. Quick
+    mode: the digits, 5 epochs."""
     from cnnlab.train import TrainConfig
 
     check_counts(ctx, "fashion_cnn", "fashion_cnn", {"total": 1_413_834})
@@ -90,7 +91,9 @@ def fashion(ctx: Context) -> None:
     data = lesson_data(
         ctx, "fashion_mnist", batch_size=32, val_split=1 / 12, normalize="standardize"
     )
-    cfg = TrainConfig(epochs=2 if quick else 10, optimizer="adam", init="keras")
+    # quick: the net starts slowly behind its two dropout-0.5 layers (13% training accuracy
+    # in epoch 1 on the digits, 81.6% test after 2 epochs); 5 epochs reach 96.1%
+    cfg = TrainConfig(epochs=5 if quick else 10, optimizer="adam", init="keras")
     train_and_compare(
         ctx, "fashion-cnn", [Contender("fashion_cnn", "fashion_cnn", 0.9059)], data, cfg, tol=0.015
     )
