@@ -321,7 +321,7 @@ def _lr_find(model, data_cfg, cfg, options: dict, run_dir: Path | None) -> None:
 def _print_result(history, quiet: bool) -> None:
     if quiet or int(os.environ.get("RANK", "0")) != 0:
         return
-    metrics = getattr(history, "final_metrics", None) or {}
+    metrics = history.final_metrics
     test = metrics.get("test") or metrics.get("val")
     if test:
         split = "test" if "test" in metrics else "val"

@@ -387,6 +387,7 @@ def save_checkpoint(s: Setup, st: TrainState, improved: bool) -> None:
         RunError: the folder cannot be written (full disk, read-only); the message says that
             the previous checkpoint is intact, and no file is left half-written.
     """
+    error = None
     if s.run is not None:
         weights = s.model.state_dict()  # weights_writer copies it to the CPU
         meta = {"epoch": str(st.epoch), "step_in_epoch": str(st.step_in_epoch)}
@@ -398,8 +399,11 @@ def save_checkpoint(s: Setup, st: TrainState, improved: bool) -> None:
         try:
             ckpt.write_all({s.run.file(name): write for name, write in files.items()})
         except (OSError, SafetensorError) as err:
-            raise RunError(_unwritable(s, err)) from None
-    distributed.barrier(s.env)
+            error = _unwritable(s, err)
+    # every rank waits for the write, and stops with rank 0 when it failed
+    error = distributed.broadcast(error, s.env)
+    if error is not None:
+        raise RunError(error)
 
 
 def _unwritable(s: Setup, err: Exception) -> str:
