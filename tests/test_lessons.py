@@ -363,3 +363,19 @@ def test_lesson_001_quick(tmp_path):
     rows = _rows(text)
     assert not failures_in(rows) and len(rows) >= 27
     assert _values(text, "test accuracy")["fashion_cnn: test accuracy"] >= 0.85
+
+
+def test_lesson_003_quick(tmp_path):
+    """Lesson 003 quick (~25 CPU seconds): counts match, the shards read back, the lesson's
+    SqueezeNet-style net learns the digits from the shards (>= 85%), exit 0."""
+    out = tmp_path / "l003"
+    result = CliRunner().invoke(
+        app, ["lesson", "003", "--quick", "--device", "cpu", "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    rows = _rows(text)
+    assert [v for k, v in rows.items() if k.startswith("round trip")] == [CHECKED] * 3
+    learned = _values(text, "test accuracy")
+    assert learned["squeezenet_flowers:batchnorm=true: test accuracy"] >= 0.85, learned
+    assert not failures_in(rows)
