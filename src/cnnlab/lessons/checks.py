@@ -130,9 +130,9 @@ def lesson_config(ctx: Context, config):
     """The TrainConfig a lesson trains with: its recipe on the chosen device, no progress bar.
 
     Quick mode pins what decides its observations on any machine: fp32 (``precision="auto"``
-    picks bf16 on CPUs with AVX-512 bf16 or AMX and fp32 on others, and a deep net at the
-    edge of learning goes either way), deterministic kernels and the seed (0, or each of
-    ``--seeds``). Channels-last keeps fp32 convolutions fast on the CPU (oneDNN's NHWC).
+    picks bf16 on CPUs with AVX-512 bf16 or AMX and fp32 on others, and a net still climbing
+    after a few epochs can end points apart), deterministic kernels and the seed (0, or each
+    of ``--seeds``). Channels-last keeps fp32 convolutions fast on the CPU (oneDNN's NHWC).
     """
     cfg = replace(config, device=ctx.options.device, progress="none")
     if ctx.options.quick:
