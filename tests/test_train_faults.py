@@ -55,17 +55,26 @@ def _cnnlab(args, home, fault: int | None = None) -> subprocess.CompletedProcess
 def straight(tmp_path_factory):
     """The uninterrupted run every killed-and-resumed run must reproduce."""
     root = tmp_path_factory.mktemp("faults")
-    done = _cnnlab([*TRAIN, *QUIET, "--run-dir", root / "straight"], root / "home")
-    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNLAB_HOME", str(root / "home"))
+        done = cli(*TRAIN, *QUIET, "--run-dir", root / "straight")
+    assert done.exit_code == 0, done.output
     return root
 
 
-def _kill_and_resume(root, fault: int, name: str) -> None:
+def _kill_and_resume(root, fault: int, name: str, monkeypatch=None) -> None:
+    """Kill a `cnnlab train` subprocess at fault point ``fault``, then `--resume` it (in this
+    process when given ``monkeypatch``: it saves a start-up), and compare with the straight run."""
     run_dir = root / name
     killed = _cnnlab([*TRAIN, *QUIET, "--run-dir", run_dir], root / "home", fault=fault)
     assert killed.returncode in (-9, 0), killed.stderr[-2000:]  # 0: past the last point
-    resumed = _cnnlab(["train", "--resume", "--run-dir", run_dir, *QUIET], root / "home")
-    assert resumed.returncode == 0, f"fault {fault}: " + resumed.stderr[-2000:]
+    if monkeypatch is not None:
+        monkeypatch.setenv("CNNLAB_HOME", str(root / "home"))
+        result = cli("train", "--resume", "--run-dir", run_dir, *QUIET)
+        assert result.exit_code == 0, f"fault {fault}: {result.output}"
+    else:
+        resumed = _cnnlab(["train", "--resume", "--run-dir", run_dir, *QUIET], root / "home")
+        assert resumed.returncode == 0, f"fault {fault}: " + resumed.stderr[-2000:]
     history = History.load(run_dir / "history.csv")
     assert [r["epoch"] for r in history] == [1, 2, 3], f"fault {fault}"
     straight = History.load(root / "straight" / "history.csv")
@@ -78,8 +87,8 @@ def _kill_and_resume(root, fault: int, name: str) -> None:
 
 # 18 steps and 11-12 checkpoint renames (best only when it improved): about 30 fault points
 @pytest.mark.parametrize("fault", random.Random(13).sample(range(1, 31), 5))
-def test_kill_at_a_seeded_point_then_resume_completes_the_same_run(straight, fault):
-    _kill_and_resume(straight, fault, f"kill{fault}")
+def test_kill_at_a_seeded_point_then_resume_completes_the_same_run(straight, fault, monkeypatch):
+    _kill_and_resume(straight, fault, f"kill{fault}", monkeypatch)
 
 
 @pytest.mark.slow
