@@ -199,6 +199,9 @@ def _load_and_check(root: Path, image_size: str | None, skips: list[int]) -> Non
 
 
 def _fuzz(tmp_path: Path, n: int, cli_every: int, seed: int = SEED) -> tuple[list, list[int]]:
+    from cnnlab.data.decode import _torchvision_decoder
+
+    _torchvision_decoder()  # import torchvision (seconds) before the first case's time limit
     results, skips = [], []
     for case in ImageMutator(seed).cases(n):
         rng = random.Random(f"{seed}:{case.id}:options")
@@ -247,3 +250,41 @@ def test_png_that_crashed_torchvision_is_a_clean_error():
     for channels in (1, 3):
         with pytest.raises(CorruptImageError, match=r"x\.png: cannot decode png"):
             decode_image_bytes(case.payload[1], channels, source="x.png")
+
+
+def _two_classes(root: Path) -> Path:
+    for label, name in enumerate("ab"):
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            image = Image.fromarray(class_pixels(label, k))
+            (root / name / f"{k}.png").write_bytes(_encode(image, "PNG"))
+    return root
+
+
+def test_cli_stats_skips_a_decompression_bomb_and_names_the_limit(tmp_path):
+    """The issue's case: a 0.9 MB-class PNG claiming 30000x30000 crashed `cnnlab data stats`."""
+    from typer.testing import CliRunner
+
+    root = _two_classes(tmp_path / "d")
+    (root / "a" / "bomb.png").write_bytes(png_bomb())
+    result = CliRunner().invoke(app, ["data", "stats", str(root), "--val-split", "0"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # Rich wraps long warnings
+    assert "bomb.png: 30000x30000 image over the limit of 178,956,970 pixels" in text
+    assert "a decompression bomb" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", ""], "data source '' is empty"),
+        (["data", "stats", " "], "data source ' ' is empty"),
+        (["data", "stats", "digits", "--image-size", "100000x100000"], "over the limit"),
+        (["train", "--image-size", "100000x100000"], "100000x100000 has 10,000,000,000 pixels"),
+    ],
+)
+def test_cli_refuses_surprising_sources_and_sizes_in_one_line(tmp_path, monkeypatch, args, message):
+    _two_classes(tmp_path / "cwd")  # a loadable working directory: '' used to train on it
+    monkeypatch.chdir(tmp_path / "cwd")
+    outcome = run_cli(app, [*args, "--epochs", "1"] if args[0] == "train" else args)
+    assert outcome.kind == "user error" and message in outcome.detail, outcome
