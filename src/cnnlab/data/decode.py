@@ -25,10 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.imageset import MAX_IMAGE_PIXELS, allocate_images, convert_channels
+from cnnlab.data.imageset import (
+    MAX_IMAGE_PIXELS,
+    allocate_images,
+    convert_channels,
+    interpolate_uint8,
+)
 from cnnlab.errors import CorruptImageError
 from cnnlab.progress import progress_bar
 
@@ -168,10 +172,7 @@ def _decode_pil(data: bytes, fmt: str, channels: int, source: str) -> torch.Tens
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize one uint8 (C, H, W) image to (H, W) = ``size``: bilinear, antialiased."""
-    out = F.interpolate(
-        image[None].float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True
-    )
-    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+    return interpolate_uint8(image[None], size)[0]
 
 
 def decode_image_bytes(

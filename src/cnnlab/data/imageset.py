@@ -180,12 +180,17 @@ def resize_images(
         raise DataError(f"image size must be positive, got {height}x{width}")
     out = allocate_images(images.shape[0], images.shape[1], (height, width), name)
     for start in range(0, images.shape[0], batch):
-        chunk = images[start : start + batch].float()
-        chunk = F.interpolate(
-            chunk, size=(height, width), mode="bilinear", align_corners=False, antialias=True
-        )
-        out[start : start + batch] = chunk.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + batch] = interpolate_uint8(images[start : start + batch], size)
     return out
+
+
+def interpolate_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) ``images`` resized to (H, W) = ``size``: bilinear, antialiased,
+    rounded (the one resize of the package, so every source resizes alike)."""
+    out = F.interpolate(
+        images.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def stratified_split(
