@@ -70,8 +70,8 @@ def vgg16_frozen(ctx: Context) -> None:
     """VGG16's ImageNet conv base frozen at 32x32 with Flatten-Dense(512)-Dropout-Dense(10):
     the lesson's counts exactly; CIFAR-10 training (20 epochs, 51.82%) needs the weights."""
     from cnnlab.errors import CnnlabError
-    from cnnlab.transfer.backbone import load_backbone
     from cnnlab.models.transfer import TransferModel, set_trainable
+    from cnnlab.transfer.backbone import load_backbone
 
     check_counts(ctx, "VGG16 conv base", "vgg16_base", {"total": 14_714_688}, input_shape="32x32x3")
     backbone = load_backbone("vgg16", weights="none", image_size="32x32", progress=False)
