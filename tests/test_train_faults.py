@@ -3,6 +3,7 @@ that died before its first checkpoint, a checkpoint that is not plain data."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fractions
 import json
@@ -38,6 +39,18 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Runs compared exactly use one thread, in this process as in the subprocesses
+    (OMP_NUM_THREADS=1): another thread count changes the float sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -57,7 +70,8 @@ def straight(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNLAB_HOME", str(root / "home"))
-        done = cli(*TRAIN, *QUIET, "--run-dir", root / "straight")
+        with one_thread():
+            done = cli(*TRAIN, *QUIET, "--run-dir", root / "straight")
     assert done.exit_code == 0, done.output
     return root
 
@@ -70,7 +84,8 @@ def _kill_and_resume(root, fault: int, name: str, monkeypatch=None) -> None:
     assert killed.returncode in (-9, 0), killed.stderr[-2000:]  # 0: past the last point
     if monkeypatch is not None:
         monkeypatch.setenv("CNNLAB_HOME", str(root / "home"))
-        result = cli("train", "--resume", "--run-dir", run_dir, *QUIET)
+        with one_thread():
+            result = cli("train", "--resume", "--run-dir", run_dir, *QUIET)
         assert result.exit_code == 0, f"fault {fault}: {result.output}"
     else:
         resumed = _cnnlab(["train", "--resume", "--run-dir", run_dir, *QUIET], root / "home")
