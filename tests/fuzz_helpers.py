@@ -17,6 +17,7 @@ such as truncation, deep nesting, alias cycles, 5,001-digit integers, invalid UT
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import CnnlabError
+from cnnlab.spec.limits import MAX_FILE_BYTES
 
 OK, USER_ERROR, FAILURE = "ok", "user error", "failure"
 
@@ -374,4 +376,20 @@ def write_case(path: Path, payload: str | bytes) -> Path:
         path.write_bytes(payload)
     else:
         path.write_text(payload, encoding="utf-8")
+    return path
+
+
+def special_file(tmp_path: Path, kind: str) -> Path:
+    """A spec path that is not a readable regular file: ``fifo``, ``dev_zero`` (a symlink to
+    /dev/zero), ``directory`` or ``huge`` (sparse, one byte over the spec size limit)."""
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev_zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        with path.open("wb") as f:
+            f.truncate(MAX_FILE_BYTES + 1)  # sparse: the size alone refuses it
     return path

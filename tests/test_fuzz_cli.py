@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import app
-from cnnlab.spec.limits import MAX_FILE_BYTES
 from fuzz_helpers import (
     OK,
     USER_ERROR,
@@ -23,6 +22,7 @@ from fuzz_helpers import (
     SpecMutator,
     assert_no_failures,
     run_cli,
+    special_file,
     summarize,
     write_case,
 )
@@ -61,20 +61,6 @@ TRAIN_FLAGS: dict[str, list[str]] = {
 
 SHAPES = ["100000x100000x3", "0x0x0", "1x1x1", "-1x2x3", "x", "28x28x1", "9" * 400, "3x3x70000"]
 INTS = ["0", "-1", "1", "3", "1000000000000", str(2**64), "x", "1048577"]
-
-
-def _special(tmp_path: Path, kind: str) -> Path:
-    path = tmp_path / f"{kind}.yaml"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "dev_zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "directory":
-        path.mkdir()
-    else:
-        with path.open("wb") as f:
-            f.truncate(MAX_FILE_BYTES * 4)
-    return path
 
 
 def _spec_cases(tmp_path: Path, seed: int, n: int) -> list[Case]:
@@ -141,7 +127,7 @@ def _home(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory", "huge"])
 @pytest.mark.parametrize("command", ["summary", "explain", "train"])
 def test_special_spec_files_are_one_line_errors(tmp_path, kind, command):
-    path = _special(tmp_path, kind)
+    path = special_file(tmp_path, kind)
     args = [command, str(path)]
     if command == "train":
         args += [x for kv in QUICK.items() for x in kv] + ["--run-dir", str(tmp_path / "run")]

@@ -28,6 +28,7 @@ from fuzz_helpers import (
     SpecMutator,
     assert_no_failures,
     run_call,
+    special_file,
     summarize,
     time_limit,
     write_case,
@@ -232,20 +233,6 @@ def test_input_shape_dimensions_are_bounded(value, expect):
 # ---------------------------------------------------------------- the file itself
 
 
-def _special(tmp_path: Path, kind: str) -> Path:
-    path = tmp_path / f"{kind}.yaml"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "dev_zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "directory":
-        path.mkdir()
-    elif kind == "huge":
-        with path.open("wb") as f:
-            f.truncate(MAX_FILE_BYTES + 1)  # sparse: the size alone refuses it
-    return path
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX special files")
 @pytest.mark.parametrize(
     "kind, expect",
@@ -257,7 +244,7 @@ def _special(tmp_path: Path, kind: str) -> Path:
     ],
 )
 def test_only_regular_small_files_are_read(tmp_path, kind, expect):
-    path = _special(tmp_path, kind)
+    path = special_file(tmp_path, kind)
     outcome = run_call(read_spec_file, path, limit_s=5)
     assert outcome.kind == USER_ERROR and expect in outcome.detail, outcome
     assert run_call(load_spec, path, limit_s=5).kind == USER_ERROR
