@@ -143,13 +143,23 @@ def _is_registry_name(source: Any) -> bool:
     return not run_config_path(folder).is_file() and text in list_models()
 
 
+def is_finetune_folder(folder: Path) -> bool:
+    """A fine-tuning parent folder: ``finetune.yaml`` and stage folders, no config.yaml."""
+    return (folder / "finetune.yaml").is_file() and not (folder / RUN_CONFIG).is_file()
+
+
+def last_stage_with(folder: Path, name: str) -> Path | None:
+    """The last stage folder of fine-tuning folder ``folder`` that holds file ``name``."""
+    if is_finetune_folder(folder):
+        for stage in FINETUNE_STAGES:
+            if (folder / stage / name).is_file():
+                return folder / stage
+    return None
+
+
 def run_config_path(folder: Path) -> Path:
     """``folder/config.yaml``; for a fine-tuning folder, that of its last stage that has one."""
-    if not (folder / RUN_CONFIG).is_file() and (folder / "finetune.yaml").is_file():
-        for stage in FINETUNE_STAGES:
-            if (folder / stage / RUN_CONFIG).is_file():
-                return folder / stage / RUN_CONFIG
-    return folder / RUN_CONFIG
+    return (last_stage_with(folder, RUN_CONFIG) or folder) / RUN_CONFIG
 
 
 def read_description(folder: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cnnlab.atomic import write_text_atomic
 from cnnlab.errors import RunError
+from cnnlab.models.build import is_finetune_folder
 from cnnlab.report.compare_report import compare_page
 from cnnlab.report.run_report import run_page
 from cnnlab.train.loading import resolve_run_dir
@@ -24,7 +25,7 @@ def report_kind(path: str | Path) -> str:
     path = Path(path)
     if (path / "compare.yaml").is_file():
         return "compare"
-    if (path / "finetune.yaml").is_file() and not (path / "config.yaml").is_file():
+    if is_finetune_folder(path):
         return "finetune"
     if (path / "config.yaml").is_file():
         return "run"

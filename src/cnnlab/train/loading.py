@@ -16,6 +16,7 @@ from cnnlab.data.imageset import convert_channels
 from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError
 from cnnlab.models import build
+from cnnlab.models.build import last_stage_with
 from cnnlab.shapes import parse_input_shape
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train.history import History
@@ -65,11 +66,7 @@ def build_model(desc: dict[str, Any]) -> nn.Module:
 def resolve_run_dir(path: str | Path) -> Path:
     """``path``, or for a fine-tuning folder (``finetune.yaml``) its last stage with weights."""
     path = Path(path)
-    if (path / "finetune.yaml").is_file() and not (path / "config.yaml").is_file():
-        for stage in ("2-finetune", "1-head"):
-            if (path / stage / BEST).is_file():
-                return path / stage
-    return path
+    return last_stage_with(path, BEST) or path
 
 
 def load_run(
