@@ -8,6 +8,14 @@ Messages always echo the bad value and, where there is a closed set, the valid c
 from __future__ import annotations
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first line of ``err``'s message (its type name when empty), cut to ``limit`` chars:
+    how a wrapped library error is quoted inside a one-line cnnlab message."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line[:limit] if limit else line
+
+
 class CnnlabError(Exception):
     """Base class of errors caused by user input (printed without traceback by the CLI)."""
 

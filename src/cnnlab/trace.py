@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.errors import ShapeError
+from cnnlab.errors import ShapeError, first_line
 from cnnlab.layers.shape_infer import eval_mode
 from cnnlab.shapes import Shape, hwc
 
@@ -85,7 +85,7 @@ def _trace_once(
             out = _forward(model, input_shape, meta)
     except RuntimeError as err:
         raise ShapeError(
-            f"input {hwc(input_shape)} does not fit the model: {str(err).splitlines()[0]}"
+            f"input {hwc(input_shape)} does not fit the model: {first_line(err)}"
         ) from err
     finally:
         for h in handles:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from cnnlab.errors import ShapeError
+from cnnlab.errors import ShapeError, first_line
 from cnnlab.shapes import Shape, hwc
 
 
@@ -54,6 +54,6 @@ def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
             out = functional_call(module, state, inputs)
     except RuntimeError as err:
         shapes = " and ".join(hwc(s) for s in in_shapes)
-        reason = str(err).strip().splitlines()[0]
+        reason = first_line(err)
         raise ShapeError(f"{type(module).__name__} cannot take a {shapes} input: {reason}") from err
     return tuple(out.shape[1:])

@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from cnnlab.build_record import record_of
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import ConfigError, RunError, first_line
 from cnnlab.models.registry import create_model, list_models
 from cnnlab.models.transfer import (
     Backbone,
@@ -174,7 +174,7 @@ def read_description(folder: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = first_line(err)
         raise RunError(f"'{path}' is not a readable cnnlab run config: {first}") from None
     desc = config.get("model") if isinstance(config, dict) else None
     if not is_description(desc):

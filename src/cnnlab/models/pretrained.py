@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnlab.build_record import record_of
-from cnnlab.errors import WeightsError
+from cnnlab.errors import WeightsError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -206,7 +206,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         objects = refused_objects(err)
         if objects is not None:
             raise _refusal(path, objects) from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise WeightsError(
             f"weights file '{path}' is not a readable PyTorch file: {first}"
         ) from None

@@ -17,7 +17,7 @@ from itertools import chain
 import torch
 from torch import nn
 
-from cnnlab.errors import ShapeError, SpecError
+from cnnlab.errors import ShapeError, SpecError, first_line
 from cnnlab.layers import infer_output_shape
 from cnnlab.shapes import Shape, hwc
 from cnnlab.spec.args import ArgError, show
@@ -270,7 +270,7 @@ def _construct(
         raise SpecError(f"{node.where}: {e}") from None
     except (RuntimeError, OverflowError, ValueError) as e:
         # torch refusing a size the arg bounds let through: still name the layer
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 200)
         raise SpecError(f"{node.where}: {node.entry.type} cannot be built: {reason}") from None
 
 
@@ -306,7 +306,7 @@ def _output_shape(node: Node, lt: LayerType, module: nn.Module, shapes: list[Sha
         return infer_output_shape(module, *shapes)
     except (RuntimeError, ValueError) as e:
         err = e.__cause__ or e  # infer_output_shape wraps torch's error in a ShapeError
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         ins = ", ".join(f"{s!r} ({hwc(sh)})" for s, sh in zip(node.sources, shapes, strict=True))
         raise SpecError(f"{node.where}: {lt.name} cannot take {ins}: {reason}") from None
 

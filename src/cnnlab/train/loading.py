@@ -14,7 +14,7 @@ from cnnlab.data import DataConfig
 from cnnlab.data.decode import read_image, resize_image
 from cnnlab.data.imageset import convert_channels
 from cnnlab.data.normalize import Normalizer
-from cnnlab.errors import DataError, RunError
+from cnnlab.errors import DataError, RunError, first_line
 from cnnlab.models import build
 from cnnlab.models.build import last_stage_with
 from cnnlab.shapes import parse_input_shape
@@ -97,7 +97,7 @@ def load_run(
     try:
         net.load_state_dict(ckpt.load_weights(file))
     except RuntimeError as err:
-        raise RunError(f"{file} does not fit the model: {str(err).splitlines()[0]}") from None
+        raise RunError(f"{file} does not fit the model: {first_line(err)}") from None
     net.to(device).eval()
     data = config["data"]
     history = History.load(folder.file(HISTORY)) if folder.file(HISTORY).is_file() else History()

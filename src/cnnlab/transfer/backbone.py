@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from cnnlab.data.datasets import parse_image_size
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.layers import infer_output_shape
 from cnnlab.models import build, model_info, record_of
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
@@ -152,7 +152,7 @@ def _check_size(path: Path, desc: dict[str, Any], trained: Shape, shape: Shape, 
         else:
             infer_output_shape(feature_trunk(model), shape)
     except (CnnlabError, RuntimeError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
     if reason is not None:
         raise ConfigError(
             f"run '{path}' trained its model on {trained[1]}x{trained[2]} images; its backbone "
