@@ -17,8 +17,12 @@ Shapes that users write are height x width x channels (``"32x32x3"``), as in the
 tensors are NCHW.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from cnnlab._version import __version__
-from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
 from cnnlab.errors import (
     CnnlabError,
     ConfigError,
@@ -29,31 +33,59 @@ from cnnlab.errors import (
     TrainingError,
     UnknownModelError,
 )
-from cnnlab.explain import explain
-from cnnlab.models import create_model, list_models, model_info, register_model
-from cnnlab.params import ParamCounts, count_params
-from cnnlab.spec import build_from_spec
-from cnnlab.summary import ModelSummary, summary
 
-# The training API is imported on first use (PEP 562), keeping `import cnnlab` light.
-_TRAIN_EXPORTS = (
-    "History",
-    "TrainConfig",
-    "evaluate",
-    "evaluate_run",
-    "fit",
-    "load_run",
-    "predict",
-    "resume_run",
-)
+# Everything that needs torch is imported on first use (PEP 562): `import cnnlab` and the CLI's
+# `--help` or `cnnlab models` (from its cache) then start without torch's ~2 s import.
+_LAZY = {
+    "cnnlab.data": ("DataConfig", "build_loaders", "list_datasets", "load_dataset", "load_splits"),
+    "cnnlab.explain": ("explain",),
+    "cnnlab.models": ("create_model", "list_models", "model_info", "register_model"),
+    "cnnlab.params": ("ParamCounts", "count_params"),
+    "cnnlab.spec": ("build_from_spec",),
+    "cnnlab.summary": ("ModelSummary", "summary"),
+    "cnnlab.train": (
+        "History",
+        "TrainConfig",
+        "evaluate",
+        "evaluate_run",
+        "fit",
+        "load_run",
+        "predict",
+        "resume_run",
+    ),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
+    from cnnlab.explain import explain
+    from cnnlab.models import create_model, list_models, model_info, register_model
+    from cnnlab.params import ParamCounts, count_params
+    from cnnlab.spec import build_from_spec
+    from cnnlab.summary import ModelSummary, summary
+    from cnnlab.train import (
+        History,
+        TrainConfig,
+        evaluate,
+        evaluate_run,
+        fit,
+        load_run,
+        predict,
+        resume_run,
+    )
 
 
 def __getattr__(name: str):
-    if name in _TRAIN_EXPORTS:
-        import cnnlab.train
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # imported once
+    return value
 
-        return getattr(cnnlab.train, name)
-    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
 
 
 __all__ = [

@@ -5,23 +5,22 @@ takes seconds, and its result only changes when cnnlab's source or torch changes
 are kept in ``$CNNLAB_HOME/zoo-<key>.json`` (default ``~/.cache/cnnlab``), keyed on a digest
 of the source files that decide them (:data:`MEASURED_BY`) and the torch version; ``cnnlab
 models`` then reads one small file. A missing, unreadable or stale file is measured again; an
-unwritable cache is skipped.
+unwritable cache is skipped. Reading the cache needs neither torch nor the model registry, so a
+warm ``cnnlab models`` starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
-
 from cnnlab.atomic import write_text_atomic
-from cnnlab.models import create_model, list_models, model_info
-from cnnlab.params import count_params
-from cnnlab.trace import trace_model
+from cnnlab.patterns import match_names
 
 PACKAGE = Path(__file__).resolve().parent
 # what the rows depend on: the models, their blocks, the counting and tracing, this file
@@ -52,6 +51,13 @@ class ZooRow:
 
 def measure(name: str) -> ZooRow:
     """Build ``name`` at its default input on the meta device; count and trace it."""
+    # torch and the registry are imported only here, when the cache cannot answer
+    import torch
+
+    from cnnlab.models import create_model, model_info
+    from cnnlab.params import count_params
+    from cnnlab.trace import trace_model
+
     info = model_info(name)
     with torch.device("meta"):
         model = create_model(name)
@@ -76,27 +82,44 @@ def zoo_rows(pattern: str | None = None, *, use_cache: bool = True) -> list[ZooR
         pattern: as :func:`cnnlab.models.list_models` takes it.
         use_cache: read and write the cached measurements (see the module docstring).
     """
-    names = list_models(pattern)
     if not use_cache:
-        return [measure(n) for n in names]
+        return [measure(n) for n in _registered(pattern)]
     path = cache_path()
     rows = _read_cache(path)
-    if rows is None or set(rows) != set(list_models()):
-        rows = {n: measure(n) for n in list_models()}
+    # models registered at run time (register_model) are not in a cache made by the CLI; the
+    # registry is only asked when it is already imported, so the CLI's path stays torch-free
+    if rows is None or ("cnnlab.models" in sys.modules and set(rows) != set(_registered(None))):
+        rows = {n: measure(n) for n in _registered(None)}
         _write_cache(path, rows)
-    return [rows[n] for n in names]
+    return [rows[n] for n in match_names(rows, pattern)]
+
+
+def _registered(pattern: str | None) -> list[str]:
+    from cnnlab.models import list_models
+
+    return list_models(pattern)
 
 
 def source_key() -> str:
     """Digest of the source files the rows depend on (:data:`MEASURED_BY`), the cache format
     and torch's version: any change to a model, a layer or the counting invalidates the rows."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT} {torch.__version__}".encode())
+    digest = hashlib.sha256(f"{CACHE_FORMAT} {_torch_version()}".encode())
     for entry in MEASURED_BY:
         path = PACKAGE / entry
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(str(file.relative_to(PACKAGE)).encode() + b"\0")
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _torch_version() -> str:
+    """torch's version from its installed metadata: importing torch takes seconds."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # a source build without metadata
+        import torch
+
+        return torch.__version__
 
 
 def cache_path() -> Path:

@@ -12,7 +12,6 @@ from cnnlab.atomic import save_figure
 from cnnlab.cli.common import console, err_console, user_errors
 from cnnlab.errors import ConfigError
 from cnnlab.shapes import keras_shape
-from cnnlab.summary import summary
 
 visualize_app = typer.Typer(
     help="Pictures of what convolution and pooling do (lesson 001) and of what a model sees.",
@@ -230,6 +229,8 @@ def graph_cmd(
 
     if out.suffix.lower() not in DIAGRAM_SUFFIXES:
         raise ConfigError(f"--out {out}: the suffix {out.suffix!r} is not one of .png, .svg, .pdf")
+    from cnnlab.summary import summary  # torch: imported when the command runs, not at --help
+
     s = summary(_graph_model(source), input_shape, depth=depth)
     try:
         figure = plot_diagram(s)

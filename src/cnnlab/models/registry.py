@@ -9,7 +9,6 @@ the lesson or paper reports at that default.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from torch import nn
 
 from cnnlab.build_record import BuildRecord, attach
 from cnnlab.errors import ConfigError, ShapeError, UnknownModelError
+from cnnlab.patterns import match_names
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
 Factory = Callable[..., nn.Module]
@@ -116,12 +116,7 @@ def register_model(
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted registry names; ``pattern`` is a glob (``"vgg*"``) or a substring (``"resnet"``)."""
-    names = sorted(_REGISTRY)
-    if not pattern:
-        return names
-    if any(ch in pattern for ch in "*?["):
-        return [n for n in names if fnmatch.fnmatch(n, pattern)]
-    return [n for n in names if pattern.lower() in n]
+    return match_names(_REGISTRY, pattern)
 
 
 def model_info(name: str) -> ModelInfo:
