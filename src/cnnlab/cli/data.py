@@ -34,7 +34,9 @@ ValSplitOpt = Annotated[
         "has no validation split (stratified, seeded).",
     ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the validation split.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of the validation split.", min=0, max=2**63 - 1)
+]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping.")
 ]

@@ -229,6 +229,7 @@ def train_cmd(
                 max_steps=max_steps,
                 callbacks=[RunFigures()],
             )
+            _print_result(history, quiet, echoed=shown != "none")
             raise typer.Exit(exit_code(history.stopped))
         data_cfg, cfg = configs_from_flags(
             locals(),
@@ -240,7 +241,7 @@ def train_cmd(
             _lr_find(model, data_cfg, cfg, options, run_dir)
             return
         history = fit(model, data_cfg, cfg, model_options=options, callbacks=[RunFigures()])
-    _print_result(history, quiet)
+    _print_result(history, quiet, echoed=shown != "none")
     raise typer.Exit(exit_code(history.stopped))
 
 
@@ -272,6 +273,8 @@ def _refuse_changes(run_dir: Path, values: dict[str, Any], explicit: set[str]) -
             given, saved = getattr(cfg, name), config["train"][name]
         elif name == "data":
             saved = config["data"].get("source")
+        elif name == "augment":  # "cifar" and "crop=4,flip" are saved as "flip,crop=4"
+            given, saved = data_cfg.augment_config().to_text(), config["data"].get("augment")
         elif name in config["data"]:
             given, saved = getattr(data_cfg, name), config["data"][name]
         elif name == "model":
@@ -318,9 +321,12 @@ def _lr_find(model, data_cfg, cfg, options: dict, run_dir: Path | None) -> None:
     console.print(f"wrote {out}", highlight=False)
 
 
-def _print_result(history, quiet: bool) -> None:
+def _print_result(history, quiet: bool, echoed: bool) -> None:
+    """The run's outcome; ``echoed``: the progress display already said it was complete."""
     if quiet or int(os.environ.get("RANK", "0")) != 0:
         return
+    if history.already_complete and not echoed:  # a scheduler's re-run with --progress none
+        console.print(history.already_complete, highlight=False)
     metrics = history.final_metrics
     test = metrics.get("test") or metrics.get("val")
     if test:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.errors import ConfigError
+
 
 def cnnlab_home() -> Path:
     """The cache directory: ``$CNNLAB_HOME`` or ``~/.cache/cnnlab`` (created on demand)."""
@@ -43,6 +45,15 @@ class LoadOptions:
     progress: bool = False
     workers: int | None = None
     cache: bool = True
+
+    def __post_init__(self) -> None:
+        # seeds reach torch.Generator/numpy as int64: a larger one was an internal OverflowError
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
 
     @property
     def home(self) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import ConfigError, choices_text
@@ -93,7 +94,7 @@ class TrainConfig:
     init: str = "default"
     deterministic: bool = False
     progress: str = "auto"
-    run_dir: str | None = None
+    run_dir: str | Path | None = None
     resume: bool = False
     tensorboard: bool = False
     nan_check_every: int = 20
@@ -125,6 +126,8 @@ class TrainConfig:
         _integer("step_epochs", self.step_epochs, 1)
         _integer("sustain_epochs", self.sustain_epochs, 0)
         _integer("seed", self.seed, 0)
+        if self.seed >= 2**63:  # torch seeds are int64
+            raise ConfigError(f"seed must be at most 2**63 - 1, got {self.seed!r}")
         _integer("nan_check_every", self.nan_check_every, 1)
         for name in ("early_stop", "max_steps"):
             if getattr(self, name) is not None:
@@ -147,7 +150,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for config.yaml)."""
-        return asdict(self)
+        data = asdict(self)
+        if data["run_dir"] is not None:  # a Path from the Python API: YAML takes text
+            data["run_dir"] = str(data["run_dir"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -174,6 +180,8 @@ def _integer(name: str, value: Any, low: int) -> None:
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
+    if math.isinf(value):  # `--warmup-epochs inf` held the learning rate at its start forever
+        raise ConfigError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 

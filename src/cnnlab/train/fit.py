@@ -125,7 +125,9 @@ def fit(
                         f"{st.best['epoch']})"
                     )
                 if any([bool(h.on_epoch_end(st.epoch, row, st.history)) for h in s.hooks]):
-                    early = True  # a callback asked to stop
+                    early = True  # a callback asked to stop: state.pt must say so, or a
+                    st.history.stopped = StopReason.EARLY_STOP  # resume would train on
+                    save_checkpoint(s, st, improved=False)
                 stop = StopReason.EARLY_STOP if early else result.status  # None: go on
         st.history.stopped = stop or StopReason.COMPLETED
         if stop in (StopReason.INTERRUPTED, StopReason.MAX_STEPS):
@@ -163,10 +165,16 @@ def _start(s: Setup) -> TrainState:
 def _already_complete(s: Setup, st: TrainState) -> None:
     """Say so; read metrics.json, or write it when a kill came between the last checkpoint
     and the end of the run."""
-    more = "" if st.epoch < s.cfg.epochs else "; pass a larger --epochs to train it further"
-    s.display.message(
-        f"run {s.run_path} is already complete ({st.history.stopped}, {st.epoch} epochs){more}"
-    )
+    if st.history.stopped == StopReason.EARLY_STOP:
+        # the patience ran out: more epochs would not change that decision
+        more = "; an early stop is final: start a new run to train longer"
+    elif st.epoch >= s.cfg.epochs:
+        more = "; pass a larger --epochs to train it further"
+    else:
+        more = ""
+    text = f"run {s.run_path} is already complete ({st.history.stopped}, {st.epoch} epochs){more}"
+    st.history.already_complete = text
+    s.display.message(text)
     path = s.run_path / METRICS
     if distributed.broadcast(path.is_file(), s.env):
         st.history.final_metrics = json.loads(path.read_text()) if s.env.is_main else {}

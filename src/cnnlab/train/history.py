@@ -39,6 +39,8 @@ class History:
         self.stopped: StopReason = StopReason.COMPLETED  # why training ended
         self.run_dir: Path | None = None  # set by fit: where the run was written
         self.final_metrics: dict = {}  # metrics.json of the run (test split, best weights)
+        # set when fit resumed a run that had nothing left to train: what it said about it
+        self.already_complete: str | None = None
 
     def append(self, row: dict[str, float]) -> None:
         """Add one epoch's metrics."""
