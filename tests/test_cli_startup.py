@@ -58,3 +58,25 @@ def test_models_from_its_cache_imports_neither_torch_nor_the_registry(tmp_path):
     assert "resnet34" in imports_torch(["models", "--filter", "ResNet"], tmp_path)[2]
     globbed = imports_torch(["models", "--filter", "vgg1?"], tmp_path)[2]
     assert "vgg10" in globbed and "vgg16" in globbed and "vgg6" not in globbed
+
+
+@pytest.mark.parametrize(
+    "first, package, name",
+    [
+        ("cnnlab.summary", "cnnlab", "summary"),
+        ("cnnlab.explain", "cnnlab", "explain"),
+        ("cnnlab.train.fit", "cnnlab.train", "fit"),
+        ("cnnlab.train.fit", "cnnlab", "fit"),
+    ],
+)
+def test_lazy_name_is_the_function_even_after_its_same_named_module(first, package, name):
+    """Importing the submodule ``cnnlab.summary`` first used to leave the module where
+    ``from cnnlab import summary`` looks, so it returned a module instead of the function."""
+    code = (
+        f"import importlib, {first}; from {package} import {name} as got; "
+        f"want = getattr(importlib.import_module({first!r}), {name!r}); "
+        "print(callable(got), got is want)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]

@@ -19,7 +19,6 @@ tensors are NCHW.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from cnnlab._version import __version__
@@ -33,6 +32,7 @@ from cnnlab.errors import (
     TrainingError,
     UnknownModelError,
 )
+from cnnlab.lazy import lazy_exports
 
 # Everything that needs torch is imported on first use (PEP 562): `import cnnlab` and the CLI's
 # `--help` or `cnnlab models` (from its cache) then start without torch's ~2 s import.
@@ -54,7 +54,6 @@ _LAZY = {
         "resume_run",
     ),
 }
-_HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from cnnlab.data import DataConfig, build_loaders, list_datasets, load_dataset, load_splits
@@ -73,19 +72,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         predict,
         resume_run,
     )
-
-
-def __getattr__(name: str):
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
 
 
 __all__ = [
@@ -122,3 +108,5 @@ __all__ = [
     "resume_run",
     "summary",
 ]
+
+lazy_exports(__name__, {name: module for module, names in _LAZY.items() for name in names})

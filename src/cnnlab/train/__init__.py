@@ -7,8 +7,9 @@ does not load the whole engine.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from cnnlab.lazy import lazy_exports
 
 _EXPORTS = {
     "Callback": "cnnlab.train.callbacks",
@@ -51,15 +52,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cnnlab.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
 if TYPE_CHECKING:
     from cnnlab.train.callbacks import Callback, TensorBoardLogger
     from cnnlab.train.config import TrainConfig
@@ -69,3 +61,5 @@ if TYPE_CHECKING:
     from cnnlab.train.history import History
     from cnnlab.train.loading import Prediction, Run, load_run, predict
     from cnnlab.train.stop import StopReason
+
+lazy_exports(__name__, _EXPORTS)
