@@ -168,8 +168,11 @@ def create_model(
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
     classes = info.num_classes if num_classes is None else num_classes
-    check_num_classes(classes, name)
-    _check_kwargs(info, kwargs)
+    if classes is not None and (
+        isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0
+    ):
+        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
+    check_model_options(name, kwargs)
     try:
         model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
     except ShapeError as err:
@@ -184,33 +187,18 @@ def create_model(
     return model
 
 
-def check_num_classes(classes: object, name: str) -> None:
-    """``classes`` must be None (the model's default) or a positive int.
-
-    Raises:
-        ConfigError: naming the model and the bad value.
-    """
-    if classes is None:
-        return
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0:
-        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
-
-
 def check_model_options(name: str, options: dict[str, Any]) -> None:
     """Check that ``name`` is registered and takes ``options``, before building anything.
 
     Raises:
         UnknownModelError: an unknown model or option, listing the valid ones.
     """
-    _check_kwargs(model_info(name), options)
-
-
-def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
+    info = model_info(name)
     sig = inspect.signature(info.factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     allowed = set(sig.parameters) - {"num_classes", "input_shape"}
-    unknown = sorted(set(kwargs) - allowed)
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise UnknownModelError(
             f"model {info.name!r} has no option {unknown[0]!r}; "
