@@ -16,7 +16,7 @@ from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.shapes import keras_shape
 from cnnlab.summary import layer_modules
-from cnnlab.viz.filters import mosaic_ticks, tile_mosaic
+from cnnlab.viz.filters import draw_mosaic, offset_labels
 
 MAX_DEFAULT_LAYERS = 6
 ACTIVATIONS = (
@@ -177,10 +177,6 @@ def _plot_layer(ax, name: str, fmap: torch.Tensor, max_channels: int, cols: int)
     scaled = (fmap[:count] - low) / (high - low).clamp(min=1e-12)  # (count, H, W) in [0, 1]
     gap = max(1, fmap.shape[1] // 12)
     cmap = colormaps["viridis"].with_extremes(bad="white")
-    ax.imshow(tile_mosaic(scaled, cols, gap), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    rows = math.ceil(count / cols)
-    columns = [f"+{c}" if c else "0" for c in range(cols)]
-    mosaic_ticks(ax, tuple(fmap.shape[1:]), gap, columns, [str(r * cols) for r in range(rows)])
-    ax.xaxis.tick_top()
+    draw_mosaic(ax, scaled, cols, gap, *offset_labels(count, cols), cmap)
     note = f", channels 0-{count - 1} of {fmap.shape[0]}" if count < fmap.shape[0] else ""
     ax.set_title(f"{name} {shape}{note}", fontsize=10, loc="left", pad=14)
