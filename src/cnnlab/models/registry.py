@@ -65,30 +65,16 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(
-    *,
-    source: str,
-    input_shape: str,
-    num_classes: int | None,
-    params_total: int | None = None,
-    params_trainable: int | None = None,
-    params_non_trainable: int | None = None,
-    reference: str = "",
-    name: str | None = None,
-) -> Callable[[Factory], Factory]:
+def register_model(*, name: str | None = None, **meta: Any) -> Callable[[Factory], Factory]:
     """Register a model factory under its function name (or ``name``).
 
-    Args:
-        source: lesson or paper the architecture comes from.
-        input_shape: default input as ``"HxWxC"``.
-        num_classes: default classes (``None`` for a headless feature extractor).
-        params_total, params_trainable, params_non_trainable: reference counts at the default
-            input, tested for every entry.
-        reference: where those counts come from.
-        name: registry name if it differs from the function's.
+    ``meta`` are the :class:`ModelInfo` fields ``source``, ``input_shape`` (as ``"HxWxC"``),
+    ``num_classes`` and, optionally, the reference counts at the default input (tested for
+    every entry) and where they come from (``reference``); the description is the first line
+    of the factory's docstring.
 
     Raises:
-        ValueError: if the name is already registered.
+        ValueError: if the name is already registered. TypeError: an unknown field.
     """
 
     def decorate(fn: Factory) -> Factory:
@@ -100,14 +86,8 @@ def register_model(
             name=key,
             factory=fn,
             family=fn.__module__.rsplit(".", 1)[-1],
-            source=source,
-            input_shape=parse_input_shape(input_shape),
-            num_classes=num_classes,
-            params_total=params_total,
-            params_trainable=params_trainable,
-            params_non_trainable=params_non_trainable,
             description=doc.splitlines()[0] if doc else "",
-            reference=reference,
+            **{**meta, "input_shape": parse_input_shape(meta["input_shape"])},
         )
         return fn
 
