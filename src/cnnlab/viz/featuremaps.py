@@ -4,8 +4,9 @@ maps" tutorial's picture). Outputs are caught with forward hooks that are always
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -52,25 +53,33 @@ def first_tensor(output) -> torch.Tensor | None:
 
 
 @contextmanager
-def recorded(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]) -> Iterator[None]:
-    """While inside, each module's output is copied into ``store[name]`` (detached; a module
-    called twice keeps its last output). The copy is taken at once, so an in-place activation
-    further on does not change it. The hooks are removed on leaving, errors included."""
-
-    def hook(name: str):
-        def keep(module, args, output) -> None:
-            tensor = first_tensor(output)
-            if tensor is not None:
-                store[name] = tensor.detach().clone()
-
-        return keep
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+def hooked(
+    modules: Iterable[tuple[str, nn.Module]], hook: Callable[[str, Any], Any]
+) -> Iterator[None]:
+    """While inside, each module's forward calls ``hook(name, output)``; what it returns (not
+    None) replaces the output. The hooks are removed on leaving, errors included."""
+    handles = [
+        m.register_forward_hook(lambda _m, _args, out, name=name: hook(name, out))
+        for name, m in modules
+    ]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def recorded(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]):
+    """While inside, each module's output is copied into ``store[name]`` (detached; a module
+    called twice keeps its last output). The copy is taken at once, so an in-place activation
+    further on does not change it."""
+
+    def keep(name: str, output) -> None:
+        tensor = first_tensor(output)
+        if tensor is not None:
+            store[name] = tensor.detach().clone()
+
+    return hooked(modules.items(), keep)
 
 
 def feature_maps(
