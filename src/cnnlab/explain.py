@@ -17,7 +17,7 @@ from torch import nn
 from cnnlab.errors import ShapeError
 from cnnlab.layers.padding import PADDING_NAMES, Padding, explain_size, output_size, pair
 from cnnlab.shapes import Shape
-from cnnlab.summary import resolve_model
+from cnnlab.summary import model_and_shape
 from cnnlab.trace import trace_model
 
 WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -80,7 +80,7 @@ def explain(
         model: a registry name, a spec path/dict or an ``nn.Module``.
         input_shape: ``"HxWxC"``; default: the model's own.
     """
-    module, shape, _ = resolve_model(model, input_shape)
+    module, shape = model_and_shape(model, input_shape)
     windowed = [(n, m) for n, m in module.named_modules() if isinstance(m, WINDOWED)]
     records, _, _ = trace_model(module, shape, windowed)
     rows = []

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.errors import ShapeError
-from cnnlab.models import SPEC_SUFFIXES, build, model_name, record_of
+from cnnlab.models import build, model_name, record_of
 from cnnlab.params import ParamCounts, count_params
 from cnnlab.shapes import Shape, hwc, keras_shape, parse_input_shape
 from cnnlab.trace import trace_model
@@ -29,14 +28,6 @@ from cnnlab.trace import trace_model
 # Plain containers are not layers: their children are listed in their place (as Keras lists the
 # layers of a Sequential model). Subclasses such as ConvBNAct are layers and get one row.
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-__all__ = [
-    "SPEC_SUFFIXES",
-    "ModelSummary",
-    "SummaryRow",
-    "layer_modules",
-    "resolve_model",
-    "summary",
-]
 
 
 @dataclass(frozen=True)
@@ -169,27 +160,23 @@ def layer_modules(
             yield qual, child
 
 
-def resolve_model(
+def model_and_shape(
     model: nn.Module | str | Path | Mapping,
     input_shape: str | Sequence[int] | None = None,
     num_classes: int | None = None,
-    device: str | torch.device | None = None,
-) -> tuple[nn.Module, Shape, str]:
-    """Turn a registry name, a spec (path or dict), a run folder or a module into
-    ``(module, (C,H,W), name)``.
-
-    Everything but a module is built by :func:`cnnlab.models.build` on ``device`` (default:
-    the meta device, which allocates nothing).
+) -> tuple[nn.Module, Shape]:
+    """``model`` itself, or the one :func:`cnnlab.models.build` makes of a name, spec or run
+    folder on the meta device (which allocates nothing), and the ``(C, H, W)`` input to trace.
     """
-    shape = None if input_shape is None else parse_input_shape(input_shape)
-    if isinstance(model, nn.Module):
-        record = record_of(model)
-        shape = shape or (record.input_shape if record else None)
-        if shape is None:
-            raise ShapeError("input_shape is required for a model without a cnnlab build record")
-        return model, shape, model_name(model)
-    built = build(model, input_shape=input_shape, num_classes=num_classes, device=device or "meta")
-    return built, record_of(built).input_shape, model_name(built)
+    if not isinstance(model, nn.Module):
+        model = build(model, input_shape=input_shape, num_classes=num_classes, device="meta")
+        return model, record_of(model).input_shape
+    record = record_of(model)
+    if input_shape is not None:
+        return model, parse_input_shape(input_shape)
+    if record is None or record.input_shape is None:
+        raise ShapeError("input_shape is required for a model without a cnnlab build record")
+    return model, record.input_shape
 
 
 def _branching_graph(module: nn.Module) -> dict[str, list[str]]:
@@ -222,7 +209,7 @@ def summary(
     """
     if depth < 1:
         raise ShapeError(f"depth={depth!r} must be >= 1")
-    module, shape, name = resolve_model(model, input_shape, num_classes)
+    module, shape = model_and_shape(model, input_shape, num_classes)
     graph = _branching_graph(module)
     # a spec model keeps its layers in a ModuleDict: rows carry the spec's layer names
     root = module.layers if isinstance(getattr(module, "graph", None), dict) else module
@@ -245,7 +232,7 @@ def summary(
         )
     tensors = [*module.parameters(), *module.buffers()]
     return ModelSummary(
-        name=name,
+        name=model_name(module),
         input_shape=shape,
         output_shape=out_shape,
         rows=tuple(rows),

@@ -16,7 +16,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.errors import ShapeError, first_line
-from cnnlab.layers.shape_infer import eval_mode
+from cnnlab.layers.shape_infer import eval_mode, meta_state
 from cnnlab.shapes import Shape, hwc
 
 
@@ -65,11 +65,8 @@ def _install_hooks(modules, records, counter):
 
 def _forward(model: nn.Module, input_shape: Shape, meta: bool) -> torch.Tensor:
     if meta:
-        state = {
-            n: torch.empty_like(t, device="meta")
-            for n, t in [*model.named_parameters(), *model.named_buffers()]
-        }
-        return functional_call(model, state, (torch.empty((1, *input_shape), device="meta"),))
+        x = torch.empty((1, *input_shape), device="meta")
+        return functional_call(model, meta_state(model), (x,))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     return model(torch.zeros((1, *input_shape), device=device))
 

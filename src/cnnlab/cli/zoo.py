@@ -100,10 +100,11 @@ def summary_cmd(
 ) -> None:
     """Keras-style summary: output shapes, params, trainable/non-trainable, MACs."""
     from cnnlab.explain import explain as explain_fn
-    from cnnlab.summary import resolve_model, summary
+    from cnnlab.models import build
+    from cnnlab.summary import summary
 
     # build once (on the meta device) for both tables
-    module, _, _ = resolve_model(model, input_shape, num_classes=classes)
+    module = build(model, input_shape=input_shape, num_classes=classes, device="meta")
     s = summary(module, depth=depth)
     _print_summary(s, explain_fn(module) if explain else None)
 

@@ -109,15 +109,9 @@ class DepthwiseConv2d(Conv2d):
         dilation: int | tuple[int, int] = 1,
         bias: bool = True,
     ) -> None:
+        out_channels = in_channels * depth_multiplier
         super().__init__(
-            in_channels,
-            in_channels * depth_multiplier,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups=in_channels,
-            bias=bias,
+            in_channels, out_channels, kernel_size, stride, padding, dilation, in_channels, bias
         )
 
 
@@ -155,21 +149,10 @@ class ConvBNAct(nn.Sequential):
         indexed: bool = False,
     ) -> None:
         use_bias = (not batchnorm) if bias is None else bias
-        parts: list[tuple[str, nn.Module]] = [
-            (
-                "conv",
-                Conv2d(
-                    in_channels,
-                    out_channels,
-                    kernel_size,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                    use_bias,
-                ),
-            )
-        ]
+        conv = Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, use_bias
+        )
+        parts: list[tuple[str, nn.Module]] = [("conv", conv)]
         if batchnorm:
             parts.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)))
         act = make_activation(activation)

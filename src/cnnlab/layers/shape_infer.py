@@ -35,6 +35,13 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+def meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta-device stand-ins for ``module``'s parameters and buffers, by name (for
+    ``torch.func.functional_call``: a forward pass that computes shapes, not values)."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return {name: torch.empty_like(t, device="meta") for name, t in tensors}
+
+
 def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
     """Output shape (without batch axis) of ``module`` for inputs of ``in_shapes``.
 
@@ -44,14 +51,10 @@ def infer_output_shape(module: nn.Module, *in_shapes: Shape) -> Shape:
     Raises:
         ShapeError: naming the module and the input shape when the input does not fit.
     """
-    state = {
-        name: torch.empty_like(t, device="meta")
-        for name, t in [*module.named_parameters(), *module.named_buffers()]
-    }
     inputs = tuple(torch.empty((1, *s), device="meta") for s in in_shapes)
     try:
         with eval_mode(module), torch.no_grad():
-            out = functional_call(module, state, inputs)
+            out = functional_call(module, meta_state(module), inputs)
     except RuntimeError as err:
         shapes = " and ".join(hwc(s) for s in in_shapes)
         reason = first_line(err)

@@ -155,6 +155,39 @@ def _deterministic(on: bool) -> Iterator[None]:
             torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
+def finetune_accuracy(
+    ctx: Context,
+    figure: str,
+    lesson: float,
+    tol: float,
+    backbone: str,
+    data,
+    opts,
+    run: str,
+    schedule: str = "constant",
+) -> None:
+    """Fine-tune ``backbone`` on ``data`` (a DataConfig) as ``opts`` (a FinetuneConfig) says
+    into ``<out>/<run>`` and add the accuracy row (test split, else validation); a "needs" row
+    when the ImageNet weights or the data are missing."""
+    from cnnlab.errors import DataError, WeightsError
+    from cnnlab.train import TrainConfig
+    from cnnlab.transfer import finetune
+
+    cfg = TrainConfig(
+        schedule=schedule, device=ctx.options.device, progress="none", run_dir=str(ctx.out / run)
+    )
+    try:
+        result = finetune(backbone, data, cfg, opts, print_fn=ctx.say)
+    except WeightsError as err:
+        ctx.needs(figure, _pct(lesson), f"ImageNet weights: {err}")
+        return
+    except DataError as err:
+        ctx.needs(figure, _pct(lesson), f"{err}; {how_to_get(_data_name(data))}")
+        return
+    metrics = result.final_metrics.get("test") or result.final_metrics.get("val") or {}
+    ctx.accuracy(figure, lesson, metrics.get("accuracy"), tol)
+
+
 def _data_name(data) -> str:
     source = getattr(data, "source", data)
     return Path(str(source)).name

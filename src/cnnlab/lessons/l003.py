@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.lessons.checks import Contender, check_counts, find_data, how_to_get, train_and_compare
+from cnnlab.lessons.checks import (
+    Contender,
+    check_counts,
+    find_data,
+    finetune_accuracy,
+    how_to_get,
+    train_and_compare,
+)
 from cnnlab.lessons.core import QUICK, Context, Experiment, Lesson
 
 COUNTS = {
@@ -87,51 +94,26 @@ def transfer(ctx: Context) -> None:
     fine-tuned with the lesson's ramp-up then exponential decay (>95%): ImageNet weights and the
     flowers photos are needed; quick mode leaves them out."""
     if ctx.options.quick:
-        for figure, lesson in (
-            ("frozen MobileNetV2: accuracy", "~75-86%"),
-            ("fine-tuned Xception: accuracy", ">95%"),
-        ):
-            ctx.row(
-                figure,
-                lesson,
-                "-",
-                QUICK,
-                "left out in quick mode (ImageNet backbones at 224/299 px)",
-            )
+        note = "left out in quick mode (ImageNet backbones at 224/299 px)"
+        ctx.row("frozen MobileNetV2: accuracy", "~75-86%", "-", QUICK, note)
+        ctx.row("fine-tuned Xception: accuracy", ">95%", "-", QUICK, note)
         return
-    _finetune(ctx, "mobilenet_v2", "frozen MobileNetV2: accuracy", 0.80, 0.06, freeze=5, epochs=0)
-    _finetune(ctx, "xception", "fine-tuned Xception: accuracy", 0.95, 0.02, freeze=2, epochs=10)
-
-
-def _finetune(
-    ctx: Context, backbone: str, figure: str, target: float, tol: float, freeze: int, epochs: int
-) -> None:
     from cnnlab.data import DataConfig
-    from cnnlab.errors import DataError, WeightsError
-    from cnnlab.train import TrainConfig
-    from cnnlab.transfer import FinetuneConfig, finetune
+    from cnnlab.transfer import FinetuneConfig
 
     source, root = find_data(ctx, "flowers")
     data = DataConfig(
         source, batch_size=32, val_split=0.1, root=root, augment="flowers", download=False
     )
-    cfg = TrainConfig(
-        schedule="rampup-exp",
-        device=ctx.options.device,
-        progress="none",
-        run_dir=str(ctx.out / f"finetune-{backbone}"),
-    )
-    opts = FinetuneConfig(weights="imagenet", head="flatten", freeze_epochs=freeze, epochs=epochs)
-    try:
-        result = finetune(backbone, data, cfg, opts, print_fn=ctx.say)
-    except WeightsError as err:
-        ctx.needs(figure, f"{target:.0%}", f"ImageNet weights: {err}")
-        return
-    except DataError as err:
-        ctx.needs(figure, f"{target:.0%}", f"{err}; {how_to_get('flowers')}")
-        return
-    metrics = result.final_metrics.get("test") or result.final_metrics.get("val") or {}
-    ctx.accuracy(figure, target, metrics.get("accuracy"), tol)
+    for backbone, figure, target, tol, freeze, epochs in (
+        ("mobilenet_v2", "frozen MobileNetV2: accuracy", 0.80, 0.06, 5, 0),
+        ("xception", "fine-tuned Xception: accuracy", 0.95, 0.02, 2, 10),
+    ):
+        opts = FinetuneConfig(
+            weights="imagenet", head="flatten", freeze_epochs=freeze, epochs=epochs
+        )
+        run = f"finetune-{backbone}"
+        finetune_accuracy(ctx, figure, target, tol, backbone, data, opts, run, "rampup-exp")
 
 
 LESSON = Lesson(

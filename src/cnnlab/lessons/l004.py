@@ -6,7 +6,7 @@ from cnnlab.lessons.checks import (
     Contender,
     check_counts,
     find_data,
-    how_to_get,
+    finetune_accuracy,
     lesson_data,
     train_and_compare,
 )
@@ -93,34 +93,21 @@ def vgg16_frozen(ctx: Context) -> None:
 
 def _vgg16_train(ctx: Context) -> None:
     from cnnlab.data import DataConfig
-    from cnnlab.errors import DataError
-    from cnnlab.train import TrainConfig
-    from cnnlab.transfer import FinetuneConfig, finetune
+    from cnnlab.transfer import FinetuneConfig
 
     source, root = find_data(ctx, "cifar10")
-    quick = ctx.options.quick
     data = DataConfig(source, batch_size=32, val_split=0.1, root=root, download=False)
-    cfg = TrainConfig(
-        device=ctx.options.device, progress="none", run_dir=str(ctx.out / "vgg16-frozen")
-    )
     opts = FinetuneConfig(
         weights="imagenet",
         image_size="32x32",
         head="flatten",
         hidden=(512,),
         dropout=0.5,
-        freeze_epochs=1 if quick else 20,
+        freeze_epochs=1 if ctx.options.quick else 20,
         epochs=0,
     )
-    try:
-        result = finetune("vgg16", data, cfg, opts, print_fn=ctx.say)
-    except DataError as err:
-        ctx.needs(
-            "frozen VGG16 on CIFAR-10: test accuracy", "51.82%", f"{err}; {how_to_get('cifar10')}"
-        )
-        return
-    test = (result.final_metrics.get("test") or {}).get("accuracy")
-    ctx.accuracy("frozen VGG16 on CIFAR-10: test accuracy", 0.5182, test, tol=0.03)
+    figure = "frozen VGG16 on CIFAR-10: test accuracy"
+    finetune_accuracy(ctx, figure, 0.5182, 0.03, "vgg16", data, opts, "vgg16-frozen")
 
 
 LESSON = Lesson(

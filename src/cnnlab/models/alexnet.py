@@ -53,8 +53,6 @@ def alexnet_lab(num_classes: int, input_shape: Shape, dropout: float = 0.5) -> n
     ends in softmax; this model returns logits.
 
     Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
         dropout: dropout rate before F9 and F10; 0 removes the dropout layers.
     """
     b = SequentialBuilder(input_shape)

@@ -11,6 +11,10 @@ from cnnlab.layers.builder import SequentialBuilder
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
 
+# metadata shared by lesson 002's headless demos, and by lesson 003's flowers models
+_DEMO = dict(source="lesson 002", input_shape="28x28x1", num_classes=None, params_non_trainable=0)
+_FLOWERS = dict(source="lesson 003", input_shape="192x192x3", num_classes=5, params_non_trainable=0)
+
 
 @register_model(
     source="lesson 000",
@@ -63,8 +67,6 @@ def fashion_cnn(num_classes: int, input_shape: Shape, dropout: float = 0.5) -> n
     after 10 epochs of Adam. The Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
         dropout: rate of both dropout layers (the lesson's 0.5).
     """
     b = SequentialBuilder(input_shape)
@@ -108,8 +110,6 @@ def fmnist_cnn(
     model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
         activation: activation of the 128-unit layer; ``None`` as in the lesson.
         dropout: dropout rate after the 128-unit layer.
     """
@@ -126,11 +126,8 @@ def fmnist_cnn(
 
 
 @register_model(
-    source="lesson 003",
-    input_shape="192x192x3",
-    num_classes=5,
+    **_FLOWERS,
     params_total=55_321_805,
-    params_non_trainable=0,
     reference="Keras count of lesson 003's dense model (REFERENCE.md)",
 )
 def dense_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
@@ -139,10 +136,6 @@ def dense_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
     The simplest image classifier: every pixel value is an input of the first dense layer,
     which therefore holds almost all the weights (110,592 x 500). Default input 192x192x3,
     5 classes: 55,321,805 parameters. The Keras model ends in softmax; this one returns logits.
-
-    Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
     """
     b = SequentialBuilder(input_shape)
     b.add("flatten", nn.Flatten())  # (H * W * C,)
@@ -153,11 +146,8 @@ def dense_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
 
 
 @register_model(
-    source="lesson 003",
-    input_shape="192x192x3",
-    num_classes=5,
+    **_FLOWERS,
     params_total=78_263,
-    params_non_trainable=0,
     reference="Keras count of lesson 003's simple CNN (REFERENCE.md)",
 )
 def simple_cnn_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
@@ -166,10 +156,6 @@ def simple_cnn_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
     All convs 3x3 ``same`` with ReLU, pools 2x2, then flatten and the dense classifier.
     Default input 192x192x3 (maps 192 -> 96 -> 48, flatten 13,824), 5 classes: 78,263
     parameters. The Keras model ends in softmax; this one returns logits.
-
-    Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
     """
     b = SequentialBuilder(input_shape)
     b.add("conv1", ConvBNAct(b.channels, 24, 3))  # (24, 192, 192)
@@ -184,11 +170,8 @@ def simple_cnn_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
 
 
 @register_model(
-    source="lesson 003",
-    input_shape="192x192x3",
-    num_classes=5,
+    **_FLOWERS,
     params_total=43_389,
-    params_non_trainable=0,
     reference="Keras count of lesson 003's conv stack (REFERENCE.md)",
 )
 def conv_stack_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
@@ -198,10 +181,6 @@ def conv_stack_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
     (all ``same``, ReLU), flatten and the dense classifier. Default input 192x192x3 (maps
     192 -> 12, flatten 1152), 5 classes: 43,389 parameters. The Keras model ends in softmax;
     this one returns logits.
-
-    Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
     """
     b = SequentialBuilder(input_shape)
     for i in range(4):  # (32, 192, 192) -> ... -> (32, 12, 12)
@@ -216,11 +195,8 @@ def conv_stack_flowers(num_classes: int, input_shape: Shape) -> nn.Module:
 
 
 @register_model(
-    source="lesson 002",
-    input_shape="28x28x1",
-    num_classes=None,
+    **_DEMO,
     params_total=72,
-    params_non_trainable=0,
     reference="lesson 002 ConvModel.summary()",
 )
 def conv_demo(num_classes: int | None, input_shape: Shape) -> nn.Module:
@@ -229,10 +205,6 @@ def conv_demo(num_classes: int | None, input_shape: Shape) -> nn.Module:
     A headless feature model: the output is the ``(N, 8, 26, 26)`` map (``valid`` padding, no
     activation). 3 x 3 x 1 x 8 = 72 parameters at the default 28x28x1 input; compare
     `separable_demo` (17).
-
-    Args:
-        num_classes: must be ``None`` (there is no classifier).
-        input_shape: ``(C, H, W)``.
     """
     _check_headless("conv_demo", num_classes)
     b = SequentialBuilder(input_shape)
@@ -241,11 +213,8 @@ def conv_demo(num_classes: int | None, input_shape: Shape) -> nn.Module:
 
 
 @register_model(
-    source="lesson 002",
-    input_shape="28x28x1",
-    num_classes=None,
+    **_DEMO,
     params_total=17,
-    params_non_trainable=0,
     reference="lesson 002 SeparableModel.summary()",
 )
 def separable_demo(num_classes: int | None, input_shape: Shape) -> nn.Module:
@@ -254,10 +223,6 @@ def separable_demo(num_classes: int | None, input_shape: Shape) -> nn.Module:
     Two layers as in the lesson (``DepthwiseConv2D(3x3)`` with 9 weights, ``Conv2D(8, 1x1)``
     with 8; both without bias), so the summary shows each count. A headless feature model:
     the output is the ``(N, 8, 26, 26)`` map, like `conv_demo` with 17 parameters instead of 72.
-
-    Args:
-        num_classes: must be ``None`` (there is no classifier).
-        input_shape: ``(C, H, W)``.
     """
     _check_headless("separable_demo", num_classes)
     b = SequentialBuilder(input_shape)

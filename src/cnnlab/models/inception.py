@@ -8,10 +8,13 @@ in softmax; ours return logits.
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
 from cnnlab.layers import ConvBNAct, Dense, GlobalAvgPool2d, InceptionModule, MaxPool2d
 from cnnlab.layers.builder import SequentialBuilder
+from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
 
@@ -87,17 +90,9 @@ class GoogLeNet(nn.Sequential):
             b.add("fc", nn.Linear(features, num_classes))
         super().__init__(b.layers)
         self.num_features = features
-        _init_trunc_normal(self)
-
-
-def _init_trunc_normal(model: nn.Module) -> None:
-    """torchvision's GoogLeNet init: weights ~ N(0, 0.01) truncated at +-2, unit BatchNorm."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        # torchvision's init: weights ~ N(0, 0.01) truncated at +-2, biases left as they are
+        trunc = partial(nn.init.trunc_normal_, mean=0.0, std=0.01, a=-2, b=2)
+        init_weights(self, trunc, trunc, zero_bias=False)
 
 
 @register_model(

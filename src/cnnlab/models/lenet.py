@@ -44,8 +44,6 @@ def lenet5(num_classes: int, input_shape: Shape, activation: str = "tanh") -> nn
     0.1, batch 256, 5 epochs). The Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
         activation: activation of C1, C3, C5 and F6; the lesson notes ``relu`` is the modern
             choice (tanh saturates).
     """
@@ -93,8 +91,6 @@ def lenet5_classic(
     instead of RBF units. The table lists tanh for S2/S4, applied here after the average.
 
     Args:
-        num_classes: classes of the output layer.
-        input_shape: ``(C, H, W)``.
         activation: activation of C1, C3, C5 and F6.
         pool_activation: activation after each average pooling; ``None`` for plain pooling.
     """

@@ -10,11 +10,14 @@ symmetrically with eps 1e-5, which is what this model does.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from cnnlab.errors import ShapeError
 from cnnlab.layers import ConvBNAct, InvertedResidual
+from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
 
@@ -77,21 +80,9 @@ class MobileNetV2(nn.Module):
             else nn.Identity()
         )
         self.num_features = last
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         # torchvision's initialization
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        conv_init = partial(nn.init.kaiming_normal_, mode="fan_out")
+        init_weights(self, conv_init, partial(nn.init.normal_, mean=0, std=0.01))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
@@ -122,7 +113,6 @@ def mobilenet_v2(
     (``include_top=False``) and trains a dense softmax head on flowers.
 
     Args:
-        num_classes: classes of the linear classifier.
         input_shape: ``(C, H, W)``; any size (global average pooling at the end).
         include_top: with ``False`` the model returns the pooled ``(N, 1280)`` features.
         width_mult: width multiplier (alpha in Keras): 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 ...

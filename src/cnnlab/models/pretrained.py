@@ -76,28 +76,22 @@ class LoadReport:
         return text
 
 
-def torchvision_name(name: str, options: dict[str, Any] | None = None) -> str:
-    """The torchvision builder whose ImageNet weights fit zoo model ``name``.
+def imagenet_weights(name: str, options: dict[str, Any] | None = None):
+    """torchvision's default ImageNet weights enum member for zoo model ``name``.
 
     Raises:
         WeightsError: the model has no published weights, listing those that do.
     """
-    base = TORCHVISION.get(name)
-    if base is None:
+    import torchvision
+
+    builder = TORCHVISION.get(name)
+    if builder is None:
         raise WeightsError(
             f"model {name!r} has no published ImageNet weights in torchvision; models that do: "
             f"{', '.join(sorted(TORCHVISION))}. Pass a local file instead (--weights PATH)"
         )
-    if (options or {}).get("batchnorm") and base.startswith("vgg"):
-        return base + "_bn"
-    return base
-
-
-def imagenet_weights(name: str, options: dict[str, Any] | None = None):
-    """torchvision's default ImageNet weights enum member for zoo model ``name``."""
-    import torchvision
-
-    builder = torchvision_name(name, options)
+    if (options or {}).get("batchnorm") and builder.startswith("vgg"):
+        builder += "_bn"
     return torchvision.models.get_model_weights(builder).DEFAULT
 
 
@@ -164,7 +158,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{', '.join(WEIGHT_SUFFIXES)} or a run folder"
         )
     state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
-    return _strip_prefixes(state)
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -223,13 +220,6 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             f"weights file '{path}' is not a plain state dict: non-tensor entries {_listing(bad)}"
         )
     return dict(obj)
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def _is_head(key: str) -> bool:

@@ -65,30 +65,16 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(
-    *,
-    source: str,
-    input_shape: str,
-    num_classes: int | None,
-    params_total: int | None = None,
-    params_trainable: int | None = None,
-    params_non_trainable: int | None = None,
-    reference: str = "",
-    name: str | None = None,
-) -> Callable[[Factory], Factory]:
+def register_model(*, name: str | None = None, **meta: Any) -> Callable[[Factory], Factory]:
     """Register a model factory under its function name (or ``name``).
 
-    Args:
-        source: lesson or paper the architecture comes from.
-        input_shape: default input as ``"HxWxC"``.
-        num_classes: default classes (``None`` for a headless feature extractor).
-        params_total, params_trainable, params_non_trainable: reference counts at the default
-            input, tested for every entry.
-        reference: where those counts come from.
-        name: registry name if it differs from the function's.
+    ``meta`` are the :class:`ModelInfo` fields ``source``, ``input_shape`` (as ``"HxWxC"``),
+    ``num_classes`` and, optionally, the reference counts at the default input (tested for
+    every entry) and where they come from (``reference``); the description is the first line
+    of the factory's docstring.
 
     Raises:
-        ValueError: if the name is already registered.
+        ValueError: if the name is already registered. TypeError: an unknown field.
     """
 
     def decorate(fn: Factory) -> Factory:
@@ -100,14 +86,8 @@ def register_model(
             name=key,
             factory=fn,
             family=fn.__module__.rsplit(".", 1)[-1],
-            source=source,
-            input_shape=parse_input_shape(input_shape),
-            num_classes=num_classes,
-            params_total=params_total,
-            params_trainable=params_trainable,
-            params_non_trainable=params_non_trainable,
             description=doc.splitlines()[0] if doc else "",
-            reference=reference,
+            **{**meta, "input_shape": parse_input_shape(meta["input_shape"])},
         )
         return fn
 
@@ -168,8 +148,11 @@ def create_model(
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
     classes = info.num_classes if num_classes is None else num_classes
-    check_num_classes(classes, name)
-    _check_kwargs(info, kwargs)
+    if classes is not None and (
+        isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0
+    ):
+        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
+    check_model_options(name, kwargs)
     try:
         model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
     except ShapeError as err:
@@ -184,33 +167,18 @@ def create_model(
     return model
 
 
-def check_num_classes(classes: object, name: str) -> None:
-    """``classes`` must be None (the model's default) or a positive int.
-
-    Raises:
-        ConfigError: naming the model and the bad value.
-    """
-    if classes is None:
-        return
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0:
-        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
-
-
 def check_model_options(name: str, options: dict[str, Any]) -> None:
     """Check that ``name`` is registered and takes ``options``, before building anything.
 
     Raises:
         UnknownModelError: an unknown model or option, listing the valid ones.
     """
-    _check_kwargs(model_info(name), options)
-
-
-def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
+    info = model_info(name)
     sig = inspect.signature(info.factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     allowed = set(sig.parameters) - {"num_classes", "input_shape"}
-    unknown = sorted(set(kwargs) - allowed)
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise UnknownModelError(
             f"model {info.name!r} has no option {unknown[0]!r}; "

@@ -24,6 +24,7 @@ from cnnlab.layers import (
     ResidualUnit,
 )
 from cnnlab.layers.builder import SequentialBuilder
+from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
 
@@ -104,8 +105,9 @@ class ResNet(nn.Sequential):
             b.add("fc", nn.Linear(features, num_classes))
         super().__init__(b.layers)
         self.num_features = features  # width of the pooled features (the head's input)
-        if he_init:
-            _init_he(self)
+        if he_init:  # He-normal convolutions, as torchvision initialises its ResNets
+            he = partial(nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
+            init_weights(self, he)
 
     @staticmethod
     def _stage(
@@ -133,27 +135,10 @@ class ResNet(nn.Sequential):
         return nn.Sequential(*units)
 
 
-def _init_he(model: nn.Module) -> None:
-    """He-normal convolutions and unit BatchNorm, as torchvision initialises its ResNets."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+_TV = dict(source="He et al. 2015", input_shape="224x224x3", num_classes=1000)
 
 
-_TV = {
-    "source": "He et al. 2015",
-    "input_shape": "224x224x3",
-    "num_classes": 1000,
-    "reference": "torchvision",
-}
-
-
-@register_model(**_TV, params_trainable=11_689_512)
+@register_model(**_TV, reference="torchvision", params_trainable=11_689_512)
 def resnet18(num_classes: int, input_shape: Shape, include_top: bool = True) -> nn.Module:
     """ResNet-18 (He et al. 2015), identical to torchvision's: 224x224x3, 1000 classes.
 
@@ -164,7 +149,7 @@ def resnet18(num_classes: int, input_shape: Shape, include_top: bool = True) -> 
     return ResNet(block, (2, 2, 2, 2), num_classes, input_shape, include_top=include_top)
 
 
-@register_model(**_TV, params_trainable=21_797_672)
+@register_model(**_TV, reference="torchvision", params_trainable=21_797_672)
 def resnet34(num_classes: int, input_shape: Shape, include_top: bool = True) -> nn.Module:
     """ResNet-34 (He et al. 2015), identical to torchvision's: 224x224x3, 1000 classes.
 
@@ -175,7 +160,7 @@ def resnet34(num_classes: int, input_shape: Shape, include_top: bool = True) -> 
     return ResNet(block, (3, 4, 6, 3), num_classes, input_shape, include_top=include_top)
 
 
-@register_model(**_TV, params_trainable=25_557_032)
+@register_model(**_TV, reference="torchvision", params_trainable=25_557_032)
 def resnet50(num_classes: int, input_shape: Shape, include_top: bool = True) -> nn.Module:
     """ResNet-50 (He et al. 2015; torchvision v1.5, stride on the 3x3): 224x224x3, 1000 classes.
 
@@ -257,6 +242,9 @@ def residual_cnn_lab(num_classes: int, input_shape: Shape, include_top: bool = T
     )
 
 
+_MINI = dict(source="lesson 002", input_shape="28x28x1", num_classes=10)
+
+
 def _mini_resnet(num_classes: int, input_shape: Shape, block: nn.Module) -> nn.Sequential:
     b = SequentialBuilder(input_shape)
     b.add("conv", ConvBNAct(b.channels, block.out_channels, 5, 1, "same", activation=None))
@@ -267,9 +255,7 @@ def _mini_resnet(num_classes: int, input_shape: Shape, block: nn.Module) -> nn.S
 
 
 @register_model(
-    source="lesson 002",
-    input_shape="28x28x1",
-    num_classes=10,
+    **_MINI,
     params_total=270_218,
     params_non_trainable=0,
     reference="lesson 002 model.summary()",
@@ -288,9 +274,7 @@ def mini_resnet(num_classes: int, input_shape: Shape, filters: int = 32) -> nn.M
 
 
 @register_model(
-    source="lesson 002",
-    input_shape="28x28x1",
-    num_classes=10,
+    **_MINI,
     params_total=270_410,
     params_non_trainable=128,
     reference="lesson 002 model.summary()",

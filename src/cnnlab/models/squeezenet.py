@@ -14,45 +14,19 @@ from torch import nn
 
 from cnnlab.layers import Conv2d, ConvBNAct, Dense, Fire, GlobalAvgPool2d, MaxPool2d
 from cnnlab.layers.builder import SequentialBuilder
+from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 from cnnlab.shapes import Shape
 
-# torchvision's layouts: "M" is a 3x3/2 max pool (ceil mode), a tuple is
-# Fire(squeeze, expand1x1, expand3x3). The stem is (filters, kernel) of a stride-2 conv.
+# torchvision's layouts: the stem is (filters, kernel) of a stride-2 conv; "M" is a 3x3/2 max
+# pool (ceil mode), a tuple is Fire(squeeze, expand1x1, expand3x3).
+F16, F32, F48, F64 = (16, 64, 64), (32, 128, 128), (48, 192, 192), (64, 256, 256)
 _CFGS: dict[str, tuple[tuple[int, int], list]] = {
-    "1_0": (
-        (96, 7),
-        [
-            "M",
-            (16, 64, 64),
-            (16, 64, 64),
-            (32, 128, 128),
-            "M",
-            (32, 128, 128),
-            (48, 192, 192),
-            (48, 192, 192),
-            (64, 256, 256),
-            "M",
-            (64, 256, 256),
-        ],
-    ),
-    "1_1": (
-        (64, 3),
-        [
-            "M",
-            (16, 64, 64),
-            (16, 64, 64),
-            "M",
-            (32, 128, 128),
-            (32, 128, 128),
-            "M",
-            (48, 192, 192),
-            (48, 192, 192),
-            (64, 256, 256),
-            (64, 256, 256),
-        ],
-    ),
+    "1_0": ((96, 7), ["M", F16, F16, F32, "M", F32, F48, F48, F64, "M", F64]),
+    "1_1": ((64, 3), ["M", F16, F16, "M", F32, F32, "M", F48, F48, F64, F64]),
 }
+
+_TV = dict(input_shape="224x224x3", num_classes=1000, params_non_trainable=0)
 
 
 class SqueezeNet(nn.Module):
@@ -91,23 +65,16 @@ def _squeezenet(
         final_conv = None
         classifier = nn.AdaptiveAvgPool2d(1)
     model = SqueezeNet(features, classifier)
-    for m in model.modules():  # torchvision's initialization
-        if isinstance(m, nn.Conv2d):
-            if m is final_conv:
-                nn.init.normal_(m.weight, 0.0, 0.01)
-            else:
-                nn.init.kaiming_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    init_weights(model, nn.init.kaiming_uniform_)  # torchvision's initialization
+    if final_conv is not None:
+        nn.init.normal_(final_conv.weight, 0.0, 0.01)
     return model
 
 
 @register_model(
+    **_TV,
     source="Iandola et al. 2016; lesson 003",
-    input_shape="224x224x3",
-    num_classes=1000,
     params_trainable=1_248_424,
-    params_non_trainable=0,
     reference="torchvision.models.squeezenet1_0",
 )
 def squeezenet1_0(
@@ -118,8 +85,6 @@ def squeezenet1_0(
     Default input 224x224x3, 1000 classes: 1,248,424 parameters, torchvision's key names.
 
     Args:
-        num_classes: classes of the 1x1 conv classifier.
-        input_shape: ``(C, H, W)``.
         include_top: with ``False`` the model returns the pooled ``(N, 512)`` features.
         dropout: dropout probability before the final conv.
     """
@@ -127,11 +92,9 @@ def squeezenet1_0(
 
 
 @register_model(
+    **_TV,
     source="Iandola et al. 2016 (v1.1); lesson 003",
-    input_shape="224x224x3",
-    num_classes=1000,
     params_trainable=1_235_496,
-    params_non_trainable=0,
     reference="torchvision.models.squeezenet1_1",
 )
 def squeezenet1_1(
@@ -142,8 +105,6 @@ def squeezenet1_1(
     Default input 224x224x3, 1000 classes: 1,235,496 parameters, torchvision's key names.
 
     Args:
-        num_classes: classes of the 1x1 conv classifier.
-        input_shape: ``(C, H, W)``.
         include_top: with ``False`` the model returns the pooled ``(N, 512)`` features.
         dropout: dropout probability before the final conv.
     """
@@ -169,8 +130,6 @@ def squeezenet_flowers(
     5 classes: 21,709 parameters. The Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the dense layer.
-        input_shape: ``(C, H, W)``.
         include_top: with ``False`` the model returns the pooled ``(N, 48)`` features.
         batchnorm: the lesson's fix for poor convergence, BatchNorm after every conv
             including those inside the fire modules (Keras momentum 0.9 = PyTorch 0.1, eps

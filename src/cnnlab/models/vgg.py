@@ -41,6 +41,9 @@ cfgs: dict[str, list[int | str]] = {
 }
 # fmt: on
 
+# lesson 000's mini VGGs take CIFAR-10 images
+_L000 = dict(source="lesson 000", input_shape="32x32x3", num_classes=10, params_non_trainable=0)
+
 
 def make_layers(cfg: Cfg, in_channels: int = 3, batchnorm: bool = False) -> nn.Sequential:
     """Conv stack from a cfg list: ``int`` = 3x3 same conv + [BN +] ReLU, ``"M"`` = 2x2 max pool.
@@ -91,11 +94,11 @@ class VGG(nn.Module):
         cfg: conv stack, see `make_layers`.
         num_classes: classes of the last dense layer; ignored with ``include_top=False``.
         input_shape: ``(C, H, W)``; fixes the classifier's input size.
-        hidden: widths of the hidden dense layers.
-        dropout: dropout rate after each hidden dense layer.
         batchnorm: BatchNorm between each conv and its ReLU.
         include_top: with ``False`` the model is the conv base and returns its feature map
             ``(N, C, H', W')`` (Keras ``include_top=False``).
+        dropout: dropout rate after each hidden dense layer.
+        hidden: widths of the hidden dense layers.
 
     Raises:
         ConfigError: when ``include_top`` is set without ``num_classes``.
@@ -106,11 +109,10 @@ class VGG(nn.Module):
         cfg: Cfg,
         num_classes: int | None,
         input_shape: Shape,
-        *,
-        hidden: Sequence[int] = (4096, 4096),
-        dropout: float = 0.5,
         batchnorm: bool = False,
         include_top: bool = True,
+        dropout: float = 0.5,
+        hidden: Sequence[int] = (4096, 4096),
     ) -> None:
         super().__init__()
         self.features = make_layers(cfg, input_shape[0], batchnorm)
@@ -131,26 +133,6 @@ class VGG(nn.Module):
         if self.classifier is None:
             return x
         return self.classifier(self.flatten(x))  # (N, num_classes)
-
-
-def _vgg(
-    cfg: str,
-    num_classes: int | None,
-    input_shape: Shape,
-    hidden: Sequence[int],
-    dropout: float,
-    batchnorm: bool,
-    include_top: bool,
-) -> VGG:
-    return VGG(
-        cfgs[cfg],
-        num_classes,
-        input_shape,
-        hidden=hidden,
-        dropout=dropout,
-        batchnorm=batchnorm,
-        include_top=include_top,
-    )
 
 
 @register_model(
@@ -175,14 +157,12 @@ def vgg16(
     lesson's Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the last dense layer.
-        input_shape: ``(C, H, W)``.
         batchnorm: conv-BN-ReLU (torchvision's ``vgg16_bn``; adds 8,448 trainable and 8,448
             non-trainable parameters).
         include_top: ``False`` returns the conv base's feature map.
         dropout: dropout after the two hidden dense layers (paper and torchvision: 0.5).
     """
-    return _vgg("vgg16", num_classes, input_shape, (4096, 4096), dropout, batchnorm, include_top)
+    return VGG(cfgs["vgg16"], num_classes, input_shape, batchnorm, include_top, dropout)
 
 
 @register_model(
@@ -207,21 +187,16 @@ def vgg16_base(
     ImageNet weights) under ``flatten -> dense 512 relu -> dropout 0.5 -> dense 10``.
 
     Args:
-        num_classes: ignored unless ``include_top=True``.
-        input_shape: ``(C, H, W)``.
         batchnorm: conv-BN-ReLU.
         include_top: ``True`` adds vgg16's dense classifier (then ``num_classes`` is needed).
         dropout: dropout of that classifier.
     """
-    return _vgg("vgg16", num_classes, input_shape, (4096, 4096), dropout, batchnorm, include_top)
+    return VGG(cfgs["vgg16"], num_classes, input_shape, batchnorm, include_top, dropout)
 
 
 @register_model(
-    source="lesson 000",
-    input_shape="32x32x3",
-    num_classes=10,
+    **_L000,
     params_total=33_859_658,
-    params_non_trainable=0,
     reference="Keras count of lesson 000's makeVGG6() (REFERENCE.md)",
 )
 def vgg6(
@@ -240,21 +215,16 @@ def vgg6(
     The Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the last dense layer.
-        input_shape: ``(C, H, W)``.
         batchnorm: conv-BN-ReLU (changes the parameter count).
         include_top: ``False`` returns the conv base's feature map.
         dropout: dropout after the hidden dense layer (0: none, as in the lesson).
     """
-    return _vgg("vgg6", num_classes, input_shape, (4096,), dropout, batchnorm, include_top)
+    return VGG(cfgs["vgg6"], num_classes, input_shape, batchnorm, include_top, dropout, (4096,))
 
 
 @register_model(
-    source="lesson 000",
-    input_shape="32x32x3",
-    num_classes=10,
+    **_L000,
     params_total=35_339_082,
-    params_non_trainable=0,
     reference="Keras count of lesson 000's makeVGG10() (REFERENCE.md)",
 )
 def vgg10(
@@ -274,10 +244,8 @@ def vgg10(
     logits.
 
     Args:
-        num_classes: classes of the last dense layer.
-        input_shape: ``(C, H, W)``.
         batchnorm: conv-BN-ReLU (changes the parameter count).
         include_top: ``False`` returns the conv base's feature map.
         dropout: dropout after each hidden dense layer (0: none, as in the lesson).
     """
-    return _vgg("vgg10", num_classes, input_shape, (4096, 4096), dropout, batchnorm, include_top)
+    return VGG(cfgs["vgg10"], num_classes, input_shape, batchnorm, include_top, dropout)

@@ -34,18 +34,6 @@ def _conv_bn_relu(b: SequentialBuilder, name: str, conv: nn.Module) -> None:
     b.add(f"{name}_act", nn.ReLU(inplace=True))
 
 
-def entry_flow(input_shape: Shape) -> SequentialBuilder:
-    """block1 (two plain convs) and blocks 2-4 (separable, downsampling): 299 -> 19x19x728."""
-    b = SequentialBuilder(input_shape)
-    _conv_bn_relu(b, "block1_conv1", Conv2d(b.channels, 32, 3, 2, bias=False))  # (32, 149, 149)
-    _conv_bn_relu(b, "block1_conv2", Conv2d(b.channels, 64, 3, bias=False))  # (64, 147, 147)
-    # block1 ended in a ReLU, so Keras' block2 starts with the separable conv
-    b.add("block2", XceptionBlock(b.channels, (128, 128), downsample=True, first_relu=False))
-    b.add("block3", XceptionBlock(b.channels, (256, 256), downsample=True))  # (256, 37, 37)
-    b.add("block4", XceptionBlock(b.channels, (728, 728), downsample=True))  # (728, 19, 19)
-    return b
-
-
 @register_model(
     source="Chollet 2017; lesson 003",
     input_shape="299x299x3",
@@ -61,12 +49,18 @@ def xception(num_classes: int, input_shape: Shape, include_top: bool = True) -> 
     Keras counts them. The Keras model ends in softmax; this one returns logits.
 
     Args:
-        num_classes: classes of the dense ``predictions`` layer.
         input_shape: ``(C, H, W)``; at least 71x71 (Keras' minimum).
         include_top: with ``False`` the model returns the pooled ``(N, 2048)`` features
             (lesson 003 adds its own head and fine-tunes everything).
     """
-    b = entry_flow(input_shape)
+    b = SequentialBuilder(input_shape)
+    # entry flow: block1 (two plain convs), blocks 2-4 (separable, downsampling) -> 19x19x728
+    _conv_bn_relu(b, "block1_conv1", Conv2d(b.channels, 32, 3, 2, bias=False))  # (32, 149, 149)
+    _conv_bn_relu(b, "block1_conv2", Conv2d(b.channels, 64, 3, bias=False))  # (64, 147, 147)
+    # block1 ended in a ReLU, so Keras' block2 starts with the separable conv
+    b.add("block2", XceptionBlock(b.channels, (128, 128), downsample=True, first_relu=False))
+    b.add("block3", XceptionBlock(b.channels, (256, 256), downsample=True))  # (256, 37, 37)
+    b.add("block4", XceptionBlock(b.channels, (728, 728), downsample=True))  # (728, 19, 19)
     for i in range(5, 13):  # middle flow: identity skips at 19x19x728
         b.add(f"block{i}", XceptionBlock(b.channels, (728, 728, 728)))
     b.add("block13", XceptionBlock(b.channels, (728, 1024), downsample=True))  # (1024, 10, 10)

@@ -10,6 +10,7 @@ and re-raises it as `cnnlab.errors.SpecError`, so every message is one line of t
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ class Arg:
 
 SHOW_CHARS = 120
 """A shown value is cut to this many characters, so a message stays one readable line."""
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = SHOW_CHARS, SHOW_CHARS, 3
 
 
 def show(value: Any) -> str:
@@ -64,16 +67,7 @@ def _show(value: Any, depth: int) -> str:
         return f"<an int of about {int(value.bit_length() * 0.30103):,} digits>"
     if isinstance(value, str) and len(value) > SHOW_CHARS:
         return repr(value[:SHOW_CHARS]) + "..."
-    return reprlib_repr(value)
-
-
-def reprlib_repr(value: Any) -> str:
-    """``repr`` that stays short for big containers (``{'a': ..., ...}``)."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring, r.maxother, r.maxlevel = SHOW_CHARS, SHOW_CHARS, 3
-    return r.repr(value)
+    return _REPR.repr(value)  # short for big containers: {'a': ..., ...}
 
 
 def is_int(value: Any) -> bool:
@@ -111,53 +105,37 @@ def count_or_classes(field: str, value: Any) -> int | str:
     return value
 
 
-def optional_positive_int(field: str, value: Any) -> int | None:
-    return None if value is None else positive_int(field, value)
-
-
-def optional_count(field: str, value: Any) -> int | str | None:
-    return None if value is None else count_or_classes(field, value)
-
-
 def window(field: str, value: Any) -> int | tuple[int, int]:
     """A kernel, stride, dilation or pool size: a positive int or ``[height, width]``."""
-    if is_int(value) and value > 0:
-        return _window_bound(field, value)
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(is_int(v) and v > 0 for v in value)
-    ):
-        return _window_bound(field, (value[0], value[1]))
-    raise ArgError(f"{field}={show(value)} must be a positive int or a [height, width] pair")
+    size = _int_or_pair(field, value, 1)
+    if size is None:
+        raise ArgError(f"{field}={show(value)} must be a positive int or a [height, width] pair")
+    return size
 
 
-def _window_bound(field: str, value: Any) -> Any:
-    if max(value if isinstance(value, tuple) else (value,)) > MAX_WINDOW:
-        raise ArgError(too_large(field, value, MAX_WINDOW))
-    return value
-
-
-def optional_window(field: str, value: Any) -> int | tuple[int, int] | None:
-    return None if value is None else window(field, value)
+def _int_or_pair(field: str, value: Any, low: int) -> int | tuple[int, int] | None:
+    """An int or ``[height, width]`` pair of ints >= ``low`` (bounded by `MAX_WINDOW`), or None
+    for any other value."""
+    pair = isinstance(value, (list, tuple)) and len(value) == 2
+    items = tuple(value[:2]) if pair else (value,)
+    if not (pair or is_int(value)) or not all(is_int(v) and v >= low for v in items):
+        return None
+    if max(items) > MAX_WINDOW:
+        raise ArgError(too_large(field, items if pair else value, MAX_WINDOW))
+    return items if pair else value
 
 
 def padding(field: str, value: Any) -> str | int | tuple[int, int]:
     """``valid``, ``same``, ``full``, or explicit padding (an int or ``[height, width]``)."""
     if isinstance(value, str) and value.lower() in PADDING_NAMES:
         return value.lower()
-    if is_int(value) and value >= 0:
-        return _window_bound(field, value)
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(is_int(v) and v >= 0 for v in value)
-    ):
-        return _window_bound(field, (value[0], value[1]))
-    raise ArgError(
-        f"{field}={show(value)} is not one of: {choices_text(PADDING_NAMES)} "
-        "(or a non-negative int or [height, width] pair)"
-    )
+    pad = _int_or_pair(field, value, 0)
+    if pad is None:
+        raise ArgError(
+            f"{field}={show(value)} is not one of: {choices_text(PADDING_NAMES)} "
+            "(or a non-negative int or [height, width] pair)"
+        )
+    return pad
 
 
 def pool_padding(field: str, value: Any) -> str | int | tuple[int, int]:
@@ -180,10 +158,6 @@ def boolean(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ArgError(f"{field}={show(value)} must be true or false")
     return value
-
-
-def optional_bool(field: str, value: Any) -> bool | None:
-    return None if value is None else boolean(field, value)
 
 
 def projection(field: str, value: Any) -> bool | str:

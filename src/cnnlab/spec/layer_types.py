@@ -43,6 +43,7 @@ from cnnlab.spec.args import Arg, ArgError, show
 
 BN_EPS = 1e-3  # Keras BatchNormalization default
 BN_MOMENTUM = 0.1  # PyTorch convention; Keras momentum 0.9
+SPEC_BN = {"bn_eps": BN_EPS, "bn_momentum": BN_MOMENTUM}
 
 
 @dataclass(frozen=True)
@@ -138,20 +139,9 @@ def _conv(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Modul
 
 def _conv_unit(in_channels: int, out_channels: int, a: dict[str, Any], groups: int) -> ConvBNAct:
     """The `ConvBNAct` of a ``conv`` or ``depthwise`` entry (Keras BatchNorm settings)."""
-    return ConvBNAct(
-        in_channels,
-        out_channels,
-        a["kernel"],
-        a["stride"],
-        a["padding"],
-        activation=a["activation"],
-        batchnorm=a["batchnorm"],
-        bias=a["bias"],
-        dilation=a["dilation"],
-        groups=groups,
-        bn_eps=BN_EPS,
-        bn_momentum=BN_MOMENTUM,
-    )
+    opts = {k: a[k] for k in ("activation", "batchnorm", "bias", "dilation")}
+    window = (a["kernel"], a["stride"], a["padding"])
+    return ConvBNAct(in_channels, out_channels, *window, groups=groups, **opts, **SPEC_BN)
 
 
 def _depthwise(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Module:
@@ -166,16 +156,9 @@ def _separable(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.
     filters = ctx.count("filters", a["filters"])
     check_window("kernel", a["kernel"], a["stride"], a["padding"], a["dilation"], shapes[0])
     bias = (not a["batchnorm"]) if a["bias"] is None else a["bias"]
-    sep = SeparableConv2d(
-        c,
-        filters,
-        a["kernel"],
-        a["stride"],
-        a["padding"],
-        depth_multiplier=a["depth_multiplier"],
-        dilation=a["dilation"],
-        bias=bias,
-    )
+    window = (a["kernel"], a["stride"], a["padding"])
+    opts = {"depth_multiplier": a["depth_multiplier"], "dilation": a["dilation"], "bias": bias}
+    sep = SeparableConv2d(c, filters, *window, **opts)
     return _with_bn_act(sep, filters, a)
 
 
@@ -235,21 +218,8 @@ def _concat(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Mod
 def _residual(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Module:
     c = shapes[0][0]
     filters = c if a["filters"] is None else ctx.count("filters", a["filters"])
-    return ResidualUnit(
-        c,
-        filters,
-        a["stride"],
-        kernel_size=a["kernel"],
-        padding=a["padding"],
-        batchnorm=a["batchnorm"],
-        bias=a["bias"],
-        activation=a["activation"],
-        act_before_add=a["act_before_add"],
-        post_activation=a["post_activation"],
-        projection=a["projection"],
-        bn_eps=BN_EPS,
-        bn_momentum=BN_MOMENTUM,
-    )
+    unit = {k: v for k, v in a.items() if k not in ("filters", "stride", "kernel")}
+    return ResidualUnit(c, filters, a["stride"], kernel_size=a["kernel"], **unit, **SPEC_BN)
 
 
 def _inception(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Module:
@@ -294,15 +264,7 @@ def _fire(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Modul
         e1 = e3 = expand // 2
     elif e1 is None or e3 is None:
         raise ArgError("fire is missing required arg 'expand' (or expand1x1 and expand3x3)")
-    return Fire(
-        shapes[0][0],
-        a["squeeze"],
-        e1,
-        e3,
-        batchnorm=a["batchnorm"],
-        bn_eps=BN_EPS,
-        bn_momentum=BN_MOMENTUM,
-    )
+    return Fire(shapes[0][0], a["squeeze"], e1, e3, batchnorm=a["batchnorm"], **SPEC_BN)
 
 
 def _vgg_group(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.Module:
@@ -312,17 +274,8 @@ def _vgg_group(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.
     filters = ctx.count("filters", a["filters"])
     parts: list[tuple[str, nn.Module]] = []
     for i in range(a["convs"]):
-        conv = ConvBNAct(
-            c if i == 0 else filters,
-            filters,
-            a["kernel"],
-            1,
-            "same",
-            activation=a["activation"],
-            batchnorm=a["batchnorm"],
-            bn_eps=BN_EPS,
-            bn_momentum=BN_MOMENTUM,
-        )
+        opts = {"activation": a["activation"], "batchnorm": a["batchnorm"], **SPEC_BN}
+        conv = ConvBNAct(c if i == 0 else filters, filters, a["kernel"], 1, "same", **opts)
         parts.append((f"conv{i + 1}", conv))
     parts.append(("pool", MaxPool2d(2, 2)))
     return nn.Sequential(OrderedDict(parts))
@@ -333,7 +286,7 @@ def _vgg_group(a: dict[str, Any], shapes: list[Shape], ctx: BuildContext) -> nn.
 _BN_ACT = {
     "activation": Arg(A.activation, None),
     "batchnorm": Arg(A.boolean, False),
-    "bias": Arg(A.optional_bool, None),  # default: not batchnorm
+    "bias": Arg(A.boolean, None),  # default: not batchnorm
 }
 _WINDOW = {
     "kernel": Arg(A.window, 3),
@@ -343,7 +296,7 @@ _WINDOW = {
 }
 _POOL = {
     "size": Arg(A.window, 2),
-    "stride": Arg(A.optional_window, None),  # default: the pool size
+    "stride": Arg(A.window, None),  # default: the pool size
     "padding": Arg(A.pool_padding, "valid"),
 }
 
@@ -422,12 +375,12 @@ _TYPES = [
         "residual",
         _residual,
         {
-            "filters": Arg(A.optional_count, None),
+            "filters": Arg(A.count_or_classes, None),
             "stride": Arg(A.positive_int, 1),
             "kernel": Arg(A.positive_int, 3),
             "padding": Arg(A.padding, "same"),
             "batchnorm": Arg(A.boolean, True),
-            "bias": Arg(A.optional_bool, None),
+            "bias": Arg(A.boolean, None),
             "activation": Arg(A.activation, "relu"),
             "act_before_add": Arg(A.boolean, False),
             "post_activation": Arg(A.boolean, True),
@@ -440,13 +393,13 @@ _TYPES = [
         "inception",
         _inception,
         {
-            "filters": Arg(A.optional_count, None),
-            "ch1x1": Arg(A.optional_count, None),
-            "ch3x3": Arg(A.optional_count, None),
-            "ch5x5": Arg(A.optional_count, None),
-            "pool_proj": Arg(A.optional_positive_int, None),
-            "ch3x3red": Arg(A.optional_positive_int, None),
-            "ch5x5red": Arg(A.optional_positive_int, None),
+            "filters": Arg(A.count_or_classes, None),
+            "ch1x1": Arg(A.count_or_classes, None),
+            "ch3x3": Arg(A.count_or_classes, None),
+            "ch5x5": Arg(A.count_or_classes, None),
+            "pool_proj": Arg(A.positive_int, None),
+            "ch3x3red": Arg(A.positive_int, None),
+            "ch5x5red": Arg(A.positive_int, None),
             "kernel5": Arg(A.positive_int, 5),
             "batchnorm": Arg(A.boolean, False),
             "activation": Arg(A.activation, "relu"),
@@ -460,9 +413,9 @@ _TYPES = [
         _fire,
         {
             "squeeze": Arg(A.positive_int),
-            "expand": Arg(A.optional_positive_int, None),
-            "expand1x1": Arg(A.optional_positive_int, None),
-            "expand3x3": Arg(A.optional_positive_int, None),
+            "expand": Arg(A.positive_int, None),
+            "expand1x1": Arg(A.positive_int, None),
+            "expand3x3": Arg(A.positive_int, None),
             "batchnorm": Arg(A.boolean, False),
         },
         image=True,

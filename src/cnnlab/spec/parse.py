@@ -332,7 +332,9 @@ def validate_args(at: str, layer_type: LayerType, args: dict[str, Any]) -> dict[
             out[k] = arg.default
             continue
         try:
-            out[k] = arg.validate(k, args[k])
+            # `null` for an arg whose default is None means that default (bias: not batchnorm)
+            none = args[k] is None and arg.default is None
+            out[k] = None if none else arg.validate(k, args[k])
         except ArgError as e:
             raise SpecError(f"{at}: {e}") from None
     return out

@@ -13,10 +13,6 @@ def _series(history: list[dict], key: str) -> list[float]:
     return [float(row.get(key, math.nan)) for row in history]
 
 
-def _has(values: list[float]) -> bool:
-    return any(math.isfinite(v) for v in values)
-
-
 def _last(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return finite[-1] if finite else math.nan
@@ -38,7 +34,7 @@ def plot_curves(history: list[dict], title: str | None = None) -> Figure:
         train, val = _series(history, key), _series(history, f"val_{key}")
         ax.plot(epochs, train, ".--", label=f"Training {label.lower()}")
         text = f"Training {label.lower()}: {fmt.format(_last(train) * scale)}"
-        if _has(val):
+        if any(math.isfinite(v) for v in val):
             ax.plot(epochs, val, "o-", label=f"Validation {label.lower()}")
             text += f", Validation {label.lower()}: {fmt.format(_last(val) * scale)}"
         ax.set_title(text)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from cnnlab.shapes import keras_shape
 from cnnlab.summary import ModelSummary
 
 INPUT = "input"
@@ -30,7 +31,7 @@ def diagram_nodes(s: ModelSummary) -> list[Node]:
     """The boxes of a summary: the input, then one per row, each placed one row below the
     deepest of its inputs (a chain stays a column, branches share a row)."""
     levels = {INPUT: 0}
-    nodes = [Node(INPUT, f"input\n(None, {', '.join(map(str, _hwc(s.input_shape)))})", (), 0)]
+    nodes = [Node(INPUT, f"input\n{keras_shape(s.input_shape)}", (), 0)]
     previous = INPUT
     for row in s.rows:
         inputs = tuple(row.inputs) or (previous,)
@@ -102,7 +103,3 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
             color="#39465a", lw=0.9, connectionstyle=style,
         )
     )  # fmt: skip
-
-
-def _hwc(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)

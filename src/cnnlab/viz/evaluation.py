@@ -15,15 +15,11 @@ def eval_figures(result: EvalReport, data: EvalData, out: Path) -> dict[str, Pat
     title = f"{data.run.path.name}: {result.split} split"
     files = {"confusion": out / "confusion.png"}
     save_figure(plot_confusion(result.confusion, data.run.classes, title=title), files["confusion"])
-    if data.worst > 0:
-        files["worst"] = worst_grid(data, out / "worst.png", data.worst)
+    if data.worst > 0:  # the images with the highest loss, titled with the predicted class
+        ev, images = data.outputs, data.images
+        order = ev.losses.argsort(descending=True)[: data.worst]
+        subset = images.subset(order, f"{images.name} (worst {len(order)})")
+        names = [data.run.classes[int(i)] for i in ev.predictions[order]]
+        grid = sample_grid(subset, len(order), min(10, len(order)), None, names)
+        files["worst"] = save_figure(grid, out / "worst.png")
     return files
-
-
-def worst_grid(data: EvalData, path: Path, count: int) -> Path:
-    """The ``count`` images with the highest loss, titled with the predicted class."""
-    ev, images = data.outputs, data.images
-    order = ev.losses.argsort(descending=True)[:count]
-    subset = images.subset(order, f"{images.name} (worst {len(order)})")
-    names = [data.run.classes[int(i)] for i in ev.predictions[order]]
-    return save_figure(sample_grid(subset, len(order), min(10, len(order)), None, names), path)

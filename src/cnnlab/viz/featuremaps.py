@@ -4,8 +4,9 @@ maps" tutorial's picture). Outputs are caught with forward hooks that are always
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -16,7 +17,7 @@ from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.shapes import keras_shape
 from cnnlab.summary import layer_modules
-from cnnlab.viz.filters import mosaic_ticks, tile_mosaic
+from cnnlab.viz.filters import draw_mosaic, offset_labels
 
 MAX_DEFAULT_LAYERS = 6
 ACTIVATIONS = (
@@ -52,25 +53,33 @@ def first_tensor(output) -> torch.Tensor | None:
 
 
 @contextmanager
-def recorded(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]) -> Iterator[None]:
-    """While inside, each module's output is copied into ``store[name]`` (detached; a module
-    called twice keeps its last output). The copy is taken at once, so an in-place activation
-    further on does not change it. The hooks are removed on leaving, errors included."""
-
-    def hook(name: str):
-        def keep(module, args, output) -> None:
-            tensor = first_tensor(output)
-            if tensor is not None:
-                store[name] = tensor.detach().clone()
-
-        return keep
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+def hooked(
+    modules: Iterable[tuple[str, nn.Module]], hook: Callable[[str, Any], Any]
+) -> Iterator[None]:
+    """While inside, each module's forward calls ``hook(name, output)``; what it returns (not
+    None) replaces the output. The hooks are removed on leaving, errors included."""
+    handles = [
+        m.register_forward_hook(lambda _m, _args, out, name=name: hook(name, out))
+        for name, m in modules
+    ]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def recorded(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]):
+    """While inside, each module's output is copied into ``store[name]`` (detached; a module
+    called twice keeps its last output). The copy is taken at once, so an in-place activation
+    further on does not change it."""
+
+    def keep(name: str, output) -> None:
+        tensor = first_tensor(output)
+        if tensor is not None:
+            store[name] = tensor.detach().clone()
+
+    return hooked(modules.items(), keep)
 
 
 def feature_maps(
@@ -177,10 +186,6 @@ def _plot_layer(ax, name: str, fmap: torch.Tensor, max_channels: int, cols: int)
     scaled = (fmap[:count] - low) / (high - low).clamp(min=1e-12)  # (count, H, W) in [0, 1]
     gap = max(1, fmap.shape[1] // 12)
     cmap = colormaps["viridis"].with_extremes(bad="white")
-    ax.imshow(tile_mosaic(scaled, cols, gap), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    rows = math.ceil(count / cols)
-    columns = [f"+{c}" if c else "0" for c in range(cols)]
-    mosaic_ticks(ax, tuple(fmap.shape[1:]), gap, columns, [str(r * cols) for r in range(rows)])
-    ax.xaxis.tick_top()
+    draw_mosaic(ax, scaled, cols, gap, *offset_labels(count, cols), cmap)
     note = f", channels 0-{count - 1} of {fmap.shape[0]}" if count < fmap.shape[0] else ""
     ax.set_title(f"{name} {shape}{note}", fontsize=10, loc="left", pad=14)

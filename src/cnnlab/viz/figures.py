@@ -16,14 +16,10 @@ class RunFigures(Callback):
     `cnnlab train`, `compare` and `finetune` do: ``fit(..., callbacks=[RunFigures()])``."""
 
     def on_run_end(self, end: RunEnd) -> None:
-        write_run_figures(end)
-
-
-def write_run_figures(end: RunEnd) -> None:
-    """curves.png once an epoch ended; confusion.png after a final evaluation."""
-    if len(end.history):
-        save_figure(plot_curves(end.history.epochs, title=end.path.name), end.path / CURVES)
-    if end.confusion is not None:
-        title = f"{end.path.name}: {end.split} split, best weights"
-        figure = plot_confusion(end.confusion, list(end.classes), title=title)
-        save_figure(figure, end.path / CONFUSION)
+        """curves.png once an epoch ended; confusion.png after a final evaluation."""
+        if len(end.history):
+            save_figure(plot_curves(end.history.epochs, title=end.path.name), end.path / CURVES)
+        if end.confusion is not None:
+            title = f"{end.path.name}: {end.split} split, best weights"
+            figure = plot_confusion(end.confusion, list(end.classes), title=title)
+            save_figure(figure, end.path / CONFUSION)

@@ -79,14 +79,27 @@ def tile_mosaic(tiles: torch.Tensor, cols: int, gap: int = 1) -> np.ndarray:
     return out
 
 
-def mosaic_ticks(ax, shape: tuple[int, int], gap: int, xlabels, ylabels) -> None:
-    """Label a mosaic's columns and rows (tile sizes ``shape``) at the tile centres."""
-    h, w = shape
+def draw_mosaic(ax, tiles: torch.Tensor, cols: int, gap: int, xlabels, ylabels, cmap) -> None:
+    """Draw :func:`tile_mosaic` of ``tiles`` (values in [0, 1]; gaps white) into ``ax``, its
+    columns labelled on top and its rows on the left, at the tile centres."""
+    image = tile_mosaic(tiles, cols, gap)
+    if image.ndim == 3:
+        image = np.where(np.isnan(image), 1.0, image)  # white gaps between RGB tiles
+    ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    h, w = tiles.shape[1:3]
     ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(len(xlabels))], xlabels)
     ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(len(ylabels))], ylabels)
     ax.tick_params(length=0, labelsize=7, pad=2)
+    ax.xaxis.tick_top()
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+def offset_labels(count: int, cols: int) -> tuple[list[str], list[str]]:
+    """Column labels ``0, +1, +2 ...`` and row labels ``0, cols, 2*cols ...``: tile ``i`` is
+    found at row label + column label."""
+    rows = math.ceil(count / cols)
+    return [f"+{c}" if c else "0" for c in range(cols)], [str(r * cols) for r in range(rows)]
 
 
 def _tile_grid(name: str, weights: torch.Tensor, total: int) -> Figure:
@@ -97,16 +110,9 @@ def _tile_grid(name: str, weights: torch.Tensor, total: int) -> Figure:
     gap = max(1, round(max(kh, kw) / 4))
     scaled = torch.stack([_unit_range(k) for k in weights])  # (count, C, kh, kw)
     tiles = scaled.permute(0, 2, 3, 1) if n_in == 3 else scaled[:, 0]
-    image = tile_mosaic(tiles, cols, gap)
-    if n_in == 3:
-        image = np.where(np.isnan(image), 1.0, image)  # white gaps
     tile = 0.7 if max(kh, kw) > 1 else 0.4
     figure = Figure(figsize=(max(4.5, tile * cols + 1), tile * rows + 1), layout="constrained")
-    ax = figure.subplots()
-    ax.imshow(image, cmap=_grey(), vmin=0, vmax=1, interpolation="nearest")
-    columns = [f"+{c}" if c else "0" for c in range(cols)]
-    mosaic_ticks(ax, (kh, kw), gap, columns, [str(r * cols) for r in range(rows)])
-    ax.xaxis.tick_top()
+    draw_mosaic(figure.subplots(), tiles, cols, gap, *offset_labels(count, cols), _grey())
     kind = "RGB" if n_in == 3 else "grey"
     shown = f"{count} of {total}" if count < total else f"{total}"
     figure.suptitle(
@@ -129,12 +135,8 @@ def _channel_grid(name: str, weights: torch.Tensor, max_rows: int) -> Figure:
     tiles = torch.cat([_unit_range(weights[r, :cols]) for r in range(rows)])  # (rows*cols, kh, kw)
     tile = 0.5
     figure = Figure(figsize=(max(5.0, tile * cols + 1), tile * rows + 1.2), layout="constrained")
-    ax = figure.subplots()
-    ax.imshow(tile_mosaic(tiles, cols, gap), cmap=_grey(), vmin=0, vmax=1, interpolation="nearest")
-    mosaic_ticks(
-        ax, (kh, kw), gap, [f"in {c}" for c in range(cols)], [f"f{r}" for r in range(rows)]
-    )
-    ax.xaxis.tick_top()
+    labels = [f"in {c}" for c in range(cols)], [f"f{r}" for r in range(rows)]
+    draw_mosaic(figure.subplots(), tiles, cols, gap, *labels, _grey())
     figure.suptitle(
         f"{name}: {n_out} filters {kh}x{kw}x{n_in}, per-filter scale\n"
         f"rows: filters 0-{rows - 1} of {n_out}; columns: input channels 0-{cols - 1} of {n_in}",

@@ -17,7 +17,7 @@ from torch import nn
 from cnnlab.build_record import record_of
 from cnnlab.errors import ConfigError
 from cnnlab.layers.shape_infer import eval_mode
-from cnnlab.viz.featuremaps import first_tensor, named_layers
+from cnnlab.viz.featuremaps import first_tensor, hooked, named_layers
 
 METHODS = ("gradcam", "gradcam++", "integrated-gradients")
 
@@ -76,21 +76,14 @@ def default_cam_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
         x = torch.zeros(1, *record_of(model).input_shape)
     finished: list[str] = []
 
-    def hook(name: str):
-        def note(module, args, output) -> None:
-            tensor = first_tensor(output)
-            if tensor is not None and tensor.dim() == 4 and tensor.shape[2] * tensor.shape[3] > 1:
-                finished.append(name)
+    def note(name: str, output) -> None:
+        tensor = first_tensor(output)
+        if tensor is not None and tensor.dim() == 4 and tensor.shape[2] * tensor.shape[3] > 1:
+            finished.append(name)
 
-        return note
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x.float())
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    with hooked(modules, note), eval_mode(model), torch.no_grad():
+        model(x.float())
     if not finished:
         raise ConfigError(f"{type(model).__name__} has no layer with a spatial (N, C, H, W) output")
     return finished[-1]
@@ -106,7 +99,7 @@ def _cam_inputs(
     module = named_layers(model, [layer])[layer]
     caught: list[torch.Tensor] = []
 
-    def keep(mod, args, output):
+    def keep(name: str, output):
         tensor = first_tensor(output)
         if isinstance(output, torch.Tensor):
             caught.append(output)
@@ -117,12 +110,8 @@ def _cam_inputs(
             caught.append(tensor)
         return None
 
-    handle = module.register_forward_hook(keep)
-    try:
-        with eval_mode(model), torch.enable_grad():
-            logits = model(batch)
-    finally:
-        handle.remove()
+    with hooked([(layer, module)], keep), eval_mode(model), torch.enable_grad():
+        logits = model(batch)
     if not caught or caught[-1].dim() != 4:
         shape = tuple(caught[-1].shape) if caught else "nothing"
         raise ConfigError(f"layer {layer!r} gives {shape}; Grad-CAM needs an (N, C, H, W) output")
