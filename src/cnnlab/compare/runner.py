@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from cnnlab.atomic import write_text_atomic
+from cnnlab.build_record import plain
 from cnnlab.compare.entries import Entry, parse_entry, validate_entries
 from cnnlab.data import DataConfig
 from cnnlab.errors import ConfigError, RunError, TrainingError
@@ -149,8 +150,6 @@ def make_plan(
 ) -> dict[str, Any]:
     """The comparison's plan as plain data (saved as compare.yaml)."""
     data = {k: v for k, v in asdict(data_cfg).items() if k not in _FREE | {"progress"}}
-    if isinstance(data.get("image_size"), tuple):
-        data["image_size"] = list(data["image_size"])
     return {
         "models": [{"label": e.label, "model": e.model, "options": e.options} for e in entries],
         "seeds": list(seeds),
@@ -181,13 +180,13 @@ def _open_folder(out_dir: str | Path | None, data_cfg: DataConfig, plan: dict) -
     if (root / PLAN).is_file() and started:  # a plan nothing ran for may be replaced
         old = read_plan(root)
         for key in ("models", "seeds", "data", "train"):
-            if _plain(old.get(key)) != _plain(plan[key]):
+            if plain(old.get(key)) != plain(plan[key]):
                 raise RunError(
                     f"'{root}' holds another comparison: its {key} differ "
                     f"({old.get(key)!r} there, {plan[key]!r} now); choose another --out"
                 )
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / PLAN, yaml.safe_dump(_plain(plan), sort_keys=False))
+    write_text_atomic(root / PLAN, yaml.safe_dump(plain(plan), sort_keys=False))
     return root
 
 
@@ -198,8 +197,3 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {seeds} repeat a seed")
     return seeds
-
-
-def _plain(value: Any) -> Any:
-    """YAML round-trip form (tuples as lists), so a saved plan compares equal to a new one."""
-    return yaml.safe_load(yaml.safe_dump(value)) if value is not None else None
