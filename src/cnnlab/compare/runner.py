@@ -9,7 +9,6 @@ comparison loses at most the unfinished epoch of one run.
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -112,7 +111,7 @@ def train_one(
     comparison goes on: a diverging architecture is a result, not a crash.
     """
     # looked up per call, not at import: the tests replace cnnlab.train.fit.fit
-    from cnnlab.train.fit import fit, resume_run
+    from cnnlab.train.fit import fit
 
     path = run_folder(root, entry, seed)
     if (path / METRICS).is_file():
@@ -121,22 +120,19 @@ def train_one(
     if (path / FAILED).is_file():
         say(f"  failed before: {(path / FAILED).read_text().strip()}")
         return "failed"
-    if (path / CONFIG).is_file() and not (path / STATE).is_file():
-        shutil.rmtree(path)  # stopped before its first checkpoint: nothing to keep
+    # a run with a checkpoint continues; one stopped before its first starts over (see fit)
+    resume = (path / STATE).is_file()
+    if resume:
+        say(f"  resuming {path}")
     try:
-        if (path / STATE).is_file():
-            say(f"  resuming {path}")
-            history = resume_run(path, progress=cfg.progress, print_fn=say, callbacks=callbacks)
-        else:
-            run_cfg = replace(cfg, seed=seed, run_dir=str(path), resume=False)
-            history = fit(
-                entry.model,
-                replace(data_cfg, seed=seed),
-                run_cfg,
-                model_options=dict(entry.options),
-                callbacks=callbacks,
-                print_fn=say,
-            )
+        history = fit(
+            entry.model,
+            replace(data_cfg, seed=seed),
+            replace(cfg, seed=seed, run_dir=str(path), resume=resume),
+            model_options=dict(entry.options),
+            callbacks=callbacks,
+            print_fn=say,
+        )
     except TrainingError as err:
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / FAILED, f"{err}\n")
