@@ -192,36 +192,32 @@ class EvalData:
 FiguresFn = Callable[[EvalReport, EvalData, Path], dict[str, Path]]
 
 
-def _load(run: Run, data: str | None) -> tuple[DatasetSplits, str]:
-    overrides = {"source": data} if data else {}
-    cfg = run.data_config(**overrides)
-    channels, height, width = run.input_shape
-    splits = load_splits(
-        cfg.source, cfg.load_options(), image_size=(height, width), channels=channels
-    )
-    return splits, str(cfg.source)
-
-
-def load_split_images(run: Run, data: str | None, split: str) -> ImageSet:
+def load_split_images(run: Run, data: str | None, split: str | None) -> ImageSet:
     """``split`` of the run's data (or of ``data``), converted to the model's input shape.
 
     Raises:
         DataError: an unknown split, a split the data lacks, or other class names.
     """
-    if split not in SPLITS:
+    return _split_images(run, data, split)[2]
+
+
+def _split_images(run: Run, data: str | None, split: str | None) -> tuple[str, str, ImageSet]:
+    """(the split, why it is evaluated, its images); None: see :func:`choose_split`."""
+    if split is not None and split not in SPLITS:
         raise DataError(f"split {split!r} is not one of: {', '.join(SPLITS)}")
-    splits, source = _load(run, data)
+    cfg = run.data_config(**({"source": data} if data else {}))
+    channels, height, width = run.input_shape
+    splits = load_splits(
+        cfg.source, cfg.load_options(), image_size=(height, width), channels=channels
+    )
+    split, reason = choose_split(run, splits) if split is None else (split, "as asked")
     images = splits.get(split)  # a DataError naming the splits present
-    _check_classes(run, images, source)
-    return images
-
-
-def _check_classes(run: Run, images: ImageSet, source: str) -> None:
     if list(images.classes) != run.classes:
         raise DataError(
-            f"data {source!r} has classes {images.classes[:10]} but the run was trained on "
-            f"{run.classes[:10]}: the class names and their order must match"
+            f"data {str(cfg.source)!r} has classes {images.classes[:10]} but the run was trained "
+            f"on {run.classes[:10]}: the class names and their order must match"
         )
+    return split, reason, images
 
 
 def choose_split(run: Run, splits: DatasetSplits) -> tuple[str, str]:
@@ -293,15 +289,7 @@ def evaluate_run(
         The metrics, per-class report, confusion matrix and written files.
     """
     run = load_run(run_dir, weights=weights, device=resolve_device(device))
-    if split is not None and split not in SPLITS:
-        raise DataError(f"split {split!r} is not one of: {', '.join(SPLITS)}")
-    splits, source = _load(run, data)
-    if split is None:
-        split, reason = choose_split(run, splits)
-    else:
-        reason = "as asked"
-    images = splits.get(split)
-    _check_classes(run, images, source)
+    split, reason, images = _split_images(run, data, split)
     dev = next(run.model.parameters()).device
     used = eval_precision(run, precision, dev)
     outputs = _outputs(run, images, dev, used, batch_size)
