@@ -143,7 +143,7 @@ def test_per_class_table_is_sklearns_classification_report():
     import torch
     from sklearn.metrics import classification_report as sk_report
 
-    from cnnlab.train.report import classification_report, confusion_matrix
+    from cnnlab.train.evaluation import classification_report, confusion_matrix
 
     gen = torch.Generator().manual_seed(1)
     targets = torch.randint(0, 4, (300,), generator=gen)

@@ -17,13 +17,13 @@ from sklearn.metrics import precision_recall_fscore_support
 from cnnlab import create_model
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.optim import build_optimizer
-from cnnlab.train.report import (
+from cnnlab.train.evaluation import (
     classification_report,
     confusion_matrix,
     confusion_text,
     most_confused,
 )
+from cnnlab.train.optim import build_optimizer
 from cnnlab.train.schedules import build_scheduler, lr_at
 from cnnlab.viz.confusion import plot_confusion
 from cnnlab.viz.curves import plot_curves

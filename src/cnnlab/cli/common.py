@@ -1,14 +1,18 @@
-"""What every ``cnnlab`` command shares: consoles, the user-error wrapper, literal table cells."""
+"""What every ``cnnlab`` command shares: consoles, the user-error wrapper, flags to configs,
+literal table cells."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -71,3 +75,27 @@ def _one_line(err: Exception) -> tuple[str, int]:
 def cells(*values: str) -> list[str]:
     """Table cells shown literally (``[same pads 0+1]`` is arithmetic, not Rich markup)."""
     return [escape(v) for v in values]
+
+
+def parse_model_options(items: list[str]) -> dict:
+    """``["batchnorm=true", "dropout=0.3"]`` to ``{"batchnorm": True, "dropout": 0.3}``."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--model-opt {item!r} must look like NAME=VALUE, e.g. batchnorm=true")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def from_flags(cls: type[R], flags: dict[str, Any], **fixed: Any) -> R:
+    """The config dataclass ``cls`` (DataConfig, TrainConfig ...) from a command's flags named
+    like its fields (paths as text); the command's own ``fixed`` values win."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if k in names}
+    return cls(**{**values, **fixed})
+
+
+def exit_code(stopped: str) -> int:
+    """Exit status of a run: 0 finished, 130 interrupted (as a shell reports Ctrl-C)."""
+    return 130 if stopped == "interrupted" else 0

@@ -8,35 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnlab.cli.common import cells, console
-from cnnlab.cli.data import ChannelsOpt, RootOpt, SizeOpt, shown_warnings
-from cnnlab.cli.train import (
-    RUN_HELP,
-    AugmentOpt,
-    BatchSizeOpt,
-    ChannelsLastOpt,
-    CompileOpt,
-    DataOpt,
-    DeviceFlag,
-    EarlyStopOpt,
-    GradClipOpt,
-    InitOpt,
-    InMemoryOpt,
-    LrOpt,
-    NormalizeOpt,
-    OptimizerOpt,
-    PrecisionOpt,
-    ProgressOpt,
-    QuietOpt,
-    SmoothingOpt,
-    ValSplitOpt,
-    WarmupOpt,
-    WeightDecayOpt,
-    _opt,
-    configs_from_flags,
-    exit_code,
-    parse_model_options,
-)
+from cnnlab.cli import options as opt
+from cnnlab.cli.common import cells, console, exit_code, from_flags, parse_model_options
+from cnnlab.cli.data import shown_warnings
 
 
 def compare_cmd(
@@ -47,61 +21,61 @@ def compare_cmd(
             "(e.g. vgg10 vgg10:batchnorm=true)."
         ),
     ],
-    data: DataOpt = "digits",
-    epochs: Annotated[int, _opt("--epochs", "-e", help="Epochs for every model.")] = 10,
+    data: opt.Data = "digits",
+    epochs: Annotated[int, opt.option("--epochs", "-e", help="Epochs for every model.")] = 10,
     seeds: Annotated[
-        int, _opt("--seeds", help="Runs per model (seeds --seed, --seed+1, ...).")
+        int, opt.option("--seeds", help="Runs per model (seeds --seed, --seed+1, ...).")
     ] = 3,
-    seed: Annotated[int, _opt("--seed", help="First seed.")] = 0,
-    init: InitOpt = "default",
-    batch_size: BatchSizeOpt = 32,
-    optimizer: OptimizerOpt = "adam",
-    lr: LrOpt = None,
-    momentum: Annotated[float, _opt("--momentum", help="SGD momentum.")] = 0.9,
-    weight_decay: WeightDecayOpt = 0.0,
+    seed: Annotated[int, opt.option("--seed", help="First seed.")] = 0,
+    init: opt.Init = "default",
+    batch_size: opt.BatchSize = 32,
+    optimizer: opt.Optimizer = "adam",
+    lr: opt.Lr = None,
+    momentum: opt.Momentum = 0.9,
+    weight_decay: opt.WeightDecay = 0.0,
     schedule: Annotated[
-        str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp.")
+        str, opt.option("--schedule", help="constant, step, cosine, onecycle or rampup-exp.")
     ] = "constant",
-    warmup_epochs: WarmupOpt = 0.0,
-    label_smoothing: SmoothingOpt = 0.0,
-    grad_clip: GradClipOpt = None,
-    early_stop: EarlyStopOpt = None,
-    val_split: ValSplitOpt = 0.1,
-    augment: AugmentOpt = "none",
-    normalize: NormalizeOpt = "scale",
-    in_memory: InMemoryOpt = "auto",
-    image_size: SizeOpt = None,
-    channels: ChannelsOpt = None,
-    root: RootOpt = None,
+    warmup_epochs: opt.Warmup = 0.0,
+    label_smoothing: opt.Smoothing = 0.0,
+    grad_clip: opt.GradClip = None,
+    early_stop: opt.EarlyStop = None,
+    val_split: opt.ValSplit = 0.1,
+    augment: opt.Augment = "none",
+    normalize: opt.Normalize = "scale",
+    in_memory: opt.InMemory = "auto",
+    image_size: opt.Size = None,
+    channels: opt.Channels = None,
+    root: opt.Root = None,
     model_opt: Annotated[
-        list[str], _opt("--model-opt", help="Option NAME=VALUE for every registry model.")
+        list[str], opt.option("--model-opt", help="Option NAME=VALUE for every registry model.")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
-    device: DeviceFlag = "auto",
-    precision: PrecisionOpt = "auto",
-    channels_last: ChannelsLastOpt = None,
-    compile: CompileOpt = False,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    channels_last: opt.ChannelsLast = None,
+    compile: opt.Compile = False,
     out: Annotated[
         Path | None,
-        _opt(
+        opt.option(
             "--out",
             "-o",
             help="Comparison folder (default comparisons/<data>-<time>); rerun to continue.",
-            panel=RUN_HELP,
+            panel=opt.RUN,
         ),
     ] = None,
-    quiet: QuietOpt = False,
-    progress: ProgressOpt = "auto",
+    quiet: opt.Quiet = False,
+    progress: opt.Progress = "auto",
 ) -> None:
     """Train every model with the same data, epochs and seeds; table, curves and scatters."""
     # compare and report imported on use: they load torch/matplotlib, `cnnlab --help` does not
     from cnnlab.compare import compare, load_results, write_results
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig
     from cnnlab.viz.figures import RunFigures
 
-    data_cfg, cfg = configs_from_flags(
-        locals(),
-        data={"source": data, "progress": not quiet},
-        train={"progress": "none" if quiet else progress},
-    )
+    flags = locals()
+    data_cfg = from_flags(DataConfig, flags, source=data, progress=not quiet)
+    cfg = from_flags(TrainConfig, flags, progress="none" if quiet else progress)
     say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
     with shown_warnings():
         outcome = compare(

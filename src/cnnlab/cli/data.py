@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cnnlab.cli import options as opt
 from cnnlab.cli.common import cells, console, err_console, user_errors
 
 data_app = typer.Typer(
@@ -19,12 +20,6 @@ data_app = typer.Typer(
 
 SourceArg = Annotated[
     str, typer.Argument(help="Registered dataset (see `cnnlab data list`) or folder of images.")
-]
-SizeOpt = Annotated[
-    str | None, typer.Option("--image-size", help="Resize to HxW, e.g. 192x192 (flowers' default).")
-]
-ChannelsOpt = Annotated[
-    int | None, typer.Option("--channels", help="1 (grayscale) or 3 (RGB); default: the data's.")
 ]
 ValSplitOpt = Annotated[
     float,
@@ -36,16 +31,6 @@ ValSplitOpt = Annotated[
 ]
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed of the validation split.", min=0, max=2**63 - 1)
-]
-StrictOpt = Annotated[
-    bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping.")
-]
-RootOpt = Annotated[
-    Path | None,
-    typer.Option("--root", help="Cache/download dir (default $CNNLAB_HOME or ~/.cache/cnnlab)."),
-]
-NoDownloadOpt = Annotated[
-    bool, typer.Option("--no-download", help="Never download; fail if a file is missing.")
 ]
 
 
@@ -119,10 +104,10 @@ def show_cmd(
     shuffle_seed: Annotated[
         int | None, typer.Option("--random", help="Pick random images with this seed.")
     ] = None,
-    image_size: SizeOpt = None,
-    channels: ChannelsOpt = None,
-    root: RootOpt = None,
-    no_download: NoDownloadOpt = False,
+    image_size: opt.Size = None,
+    channels: opt.Channels = None,
+    root: opt.Root = None,
+    no_download: opt.NoDownload = False,
 ) -> None:
     """Write a PNG grid of sample images titled with their class names."""
     from cnnlab.data import load_dataset
@@ -158,13 +143,13 @@ def _stats_tables(stats) -> list[Table]:
 @user_errors
 def stats_cmd(
     source: SourceArg,
-    image_size: SizeOpt = None,
-    channels: ChannelsOpt = None,
+    image_size: opt.Size = None,
+    channels: opt.Channels = None,
     val_split: ValSplitOpt = 0.1,
     seed: SeedOpt = 0,
-    strict: StrictOpt = False,
-    root: RootOpt = None,
-    no_download: NoDownloadOpt = False,
+    strict: opt.Strict = False,
+    root: opt.Root = None,
+    no_download: opt.NoDownload = False,
 ) -> None:
     """Print images per class and split, image sizes, and per-channel mean/std."""
     from cnnlab.data.stats import dataset_stats
@@ -187,16 +172,16 @@ def pack_cmd(
     source: SourceArg,
     out: Annotated[Path, typer.Argument(help="Folder to write the shards and manifest.json to.")],
     shards: Annotated[int, typer.Option("--shards", help="Shards per split.")] = 16,
-    image_size: SizeOpt = None,
-    channels: ChannelsOpt = None,
+    image_size: opt.Size = None,
+    channels: opt.Channels = None,
     val_split: ValSplitOpt = 0.1,
     seed: SeedOpt = 0,
-    strict: StrictOpt = False,
+    strict: opt.Strict = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace another pack already in OUT.")
     ] = False,
-    root: RootOpt = None,
-    no_download: NoDownloadOpt = False,
+    root: opt.Root = None,
+    no_download: opt.NoDownload = False,
 ) -> None:
     """Pack a folder or dataset into tar shards (WebDataset layout) for streaming."""
     from cnnlab.data.shards import pack_shards

@@ -7,34 +7,15 @@ from typing import Annotated
 
 import typer
 
-from cnnlab.cli.common import console, fail
-from cnnlab.cli.data import RootOpt, SizeOpt, shown_warnings
-from cnnlab.cli.train import (
-    RUN_HELP,
-    AugmentOpt,
-    BatchSizeOpt,
-    DataOpt,
-    DeviceFlag,
-    EarlyStopOpt,
-    LrOpt,
-    OptimizerOpt,
-    PrecisionOpt,
-    ProgressOpt,
-    QuietOpt,
-    SeedOpt,
-    SmoothingOpt,
-    ValSplitOpt,
-    WarmupOpt,
-    WeightDecayOpt,
-    _opt,
-    exit_code,
-)
+from cnnlab.cli import options as opt
+from cnnlab.cli.common import console, exit_code, fail, from_flags
+from cnnlab.cli.data import shown_warnings
 
 FT_HELP = "Fine-tuning options"
 
 
 def _ft(*names: str, help: str, **kw):
-    return _opt(*names, help=help, panel=FT_HELP, **kw)
+    return opt.option(*names, help=help, panel=FT_HELP, **kw)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -49,7 +30,7 @@ def finetune_cmd(
     backbone: Annotated[
         str, typer.Argument(help="Zoo model (vgg16, mobilenet_v2, resnet18 ...) or a run folder.")
     ],
-    data: DataOpt = "digits",
+    data: opt.Data = "digits",
     weights: Annotated[
         str | None,
         _ft("--weights", help="imagenet (zoo default), none, or a .safetensors/.pth/run folder."),
@@ -74,36 +55,36 @@ def finetune_cmd(
     feature_cache: Annotated[
         str, _ft("--feature-cache", help="Stage 1 on cached features: auto, on or off.")
     ] = "auto",
-    image_size: SizeOpt = None,
-    batch_size: BatchSizeOpt = 32,
-    augment: AugmentOpt = "none",
-    val_split: ValSplitOpt = 0.1,
-    root: RootOpt = None,
-    optimizer: OptimizerOpt = "adam",
-    lr: LrOpt = None,
-    weight_decay: WeightDecayOpt = 0.0,
+    image_size: opt.Size = None,
+    batch_size: opt.BatchSize = 32,
+    augment: opt.Augment = "none",
+    val_split: opt.ValSplit = 0.1,
+    root: opt.Root = None,
+    optimizer: opt.Optimizer = "adam",
+    lr: opt.Lr = None,
+    weight_decay: opt.WeightDecay = 0.0,
     schedule: Annotated[
-        str, _opt("--schedule", help="Stage 2 schedule (stage 1 is constant).")
+        str, opt.option("--schedule", help="Stage 2 schedule (stage 1 is constant).")
     ] = "rampup-exp",
-    warmup_epochs: WarmupOpt = 1.0,
-    label_smoothing: SmoothingOpt = 0.0,
-    early_stop: EarlyStopOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceFlag = "auto",
-    precision: PrecisionOpt = "auto",
+    warmup_epochs: opt.Warmup = 1.0,
+    label_smoothing: opt.Smoothing = 0.0,
+    early_stop: opt.EarlyStop = None,
+    seed: opt.Seed = 0,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
     run_dir: Annotated[
         Path | None,
-        _opt(
+        opt.option(
             "--run-dir",
             help="Folder (default runs/finetune-<backbone>-<data>-<time>).",
-            panel=RUN_HELP,
+            panel=opt.RUN,
         ),
     ] = None,
     resume: Annotated[
-        bool, _opt("--resume", help="Continue the fine-tuning in --run-dir.", panel=RUN_HELP)
+        bool, opt.option("--resume", help="Continue the fine-tuning in --run-dir.", panel=opt.RUN)
     ] = False,
-    quiet: QuietOpt = False,
-    progress: ProgressOpt = "auto",
+    quiet: opt.Quiet = False,
+    progress: opt.Progress = "auto",
 ) -> None:
     """Transfer learning: a new head on a frozen pretrained backbone, then fine-tuning."""
     from cnnlab.data import DataConfig
@@ -111,41 +92,14 @@ def finetune_cmd(
     from cnnlab.transfer import FinetuneConfig, finetune
     from cnnlab.viz.figures import RunFigures  # each stage folder's curves.png, confusion.png
 
-    data_cfg = DataConfig(
-        source=data,
-        batch_size=batch_size,
-        val_split=val_split,
-        seed=seed,
-        augment=augment,
-        root=str(root) if root else None,
+    flags = locals()
+    # the backbone decides the image size (FinetuneConfig.image_size overrides it)
+    data_cfg = from_flags(DataConfig, flags, source=data, image_size=None)
+    # each stage's epochs come from the FinetuneConfig: TrainConfig.epochs is not used
+    cfg = from_flags(
+        TrainConfig, flags, epochs=TrainConfig.epochs, progress="none" if quiet else progress
     )
-    cfg = TrainConfig(
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        early_stop=early_stop,
-        seed=seed,
-        device=device,
-        precision=precision,
-        run_dir=str(run_dir) if run_dir else None,
-        resume=resume,
-        progress="none" if quiet else progress,
-    )
-    options = FinetuneConfig(
-        weights=weights,
-        head=head,
-        hidden=_hidden(hidden),
-        dropout=dropout,
-        image_size=image_size,
-        freeze_epochs=freeze_epochs,
-        epochs=epochs,
-        unfreeze=unfreeze,
-        backbone_lr_mult=backbone_lr_mult,
-        feature_cache=feature_cache,
-    )
+    options = from_flags(FinetuneConfig, flags, hidden=_hidden(hidden))
     say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
     with shown_warnings():
         result = finetune(backbone, data_cfg, cfg, options, print_fn=say, callbacks=[RunFigures()])

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cnnlab.cli import options as opt
 from cnnlab.cli.common import cells, console
 
 
@@ -20,9 +21,7 @@ def lesson_cmd(
         Path | None,
         typer.Option("--data-root", help="Folder with mnist/, cifar10/, fashion_mnist/ ... trees."),
     ] = None,
-    device: Annotated[
-        str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
-    ] = "auto",
+    device: opt.AnyDevice = "auto",
     seeds: Annotated[int, typer.Option("--seeds", help="Runs per trained model.")] = 1,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default lessons/<N>).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -10,106 +9,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from cnnlab.cli.common import console, fail
-from cnnlab.cli.data import ChannelsOpt, NoDownloadOpt, RootOpt, SizeOpt, StrictOpt, shown_warnings
-
-TRAIN_HELP = "Training options"
-DATA_HELP = "Data options"
-RUN_HELP = "Run options"
-
-
-def _opt(*names: str, help: str, panel: str = TRAIN_HELP, **kw):
-    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
-
-
-ModelArg = Annotated[
-    str,
-    typer.Argument(help="Registry name (see `cnnlab models`) or spec file (.yaml/.json)."),
-]
-DataOpt = Annotated[
-    str,
-    _opt("--data", "-d", help="Dataset name or folder (see `cnnlab data list`).", panel=DATA_HELP),
-]
-
-
-BatchSizeOpt = Annotated[
-    int, _opt("--batch-size", "-b", help="Batch size per process (Keras' 32).", panel=DATA_HELP)
-]
-OptimizerOpt = Annotated[str, _opt("--optimizer", help="sgd, adam or adamw.")]
-LrOpt = Annotated[
-    float | None, _opt("--lr", help="Peak learning rate (default: sgd 0.1, adam 1e-3).")
-]
-WeightDecayOpt = Annotated[
-    float, _opt("--weight-decay", help="Weight decay of conv/linear weights.")
-]
-WarmupOpt = Annotated[
-    float, _opt("--warmup-epochs", help="Linear warm-up; the ramp of rampup-exp.")
-]
-SmoothingOpt = Annotated[float, _opt("--label-smoothing", help="Cross-entropy label smoothing.")]
-EarlyStopOpt = Annotated[
-    int | None, _opt("--early-stop", help="Stop after N epochs without improvement.")
-]
-ValSplitOpt = Annotated[
-    float, _opt("--val-split", help="Validation fraction of train.", panel=DATA_HELP)
-]
-AugmentOpt = Annotated[
-    str, _opt("--augment", help="e.g. flip,crop=4 or a preset (cifar, flowers).", panel=DATA_HELP)
-]
-SeedOpt = Annotated[
-    int, _opt("--seed", help="Seed of init, data order, augmentation.", max=2**63 - 1)
-]  # torch seeds are int64: a larger one was an internal error
-InitOpt = Annotated[
-    str, _opt("--init", help="default (PyTorch's) or keras (Glorot uniform, zero biases).")
-]
-DeviceFlag = Annotated[str, _opt("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[
-    str, _opt("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
-]
-GradClipOpt = Annotated[float | None, _opt("--grad-clip", help="Max gradient norm.")]
-NormalizeOpt = Annotated[
-    str, _opt("--normalize", help="none, scale or standardize.", panel=DATA_HELP)
-]
-InMemoryOpt = Annotated[
-    str, _opt("--in-memory", help="auto, on or off (stream from shards).", panel=DATA_HELP)
-]
-ChannelsLastOpt = Annotated[
-    bool | None,
-    _opt(
-        "--channels-last/--no-channels-last",
-        help="NHWC memory format (default: on CUDA, and for bf16 on CPU).",
-    ),
-]
-CompileOpt = Annotated[bool, _opt("--compile", help="torch.compile the model.")]
-QuietOpt = Annotated[bool, _opt("--quiet", "-q", help="Print nothing.", panel=RUN_HELP)]
-ProgressOpt = Annotated[str, _opt("--progress", help="auto, bar, lines or none.", panel=RUN_HELP)]
-
-
-def parse_model_options(items: list[str]) -> dict:
-    """``["batchnorm=true", "dropout=0.3"]`` to ``{"batchnorm": True, "dropout": 0.3}``."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--model-opt {item!r} must look like NAME=VALUE, e.g. batchnorm=true")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
+from cnnlab.cli import options as opt
+from cnnlab.cli.common import console, exit_code, fail, from_flags, parse_model_options
+from cnnlab.cli.data import shown_warnings
 
 
 def strip_launcher_args(argv: list[str]) -> list[str]:
     """``argv`` without ``--nproc-per-node N`` (torchrun's processes must not relaunch)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
+    out, args = [], iter(argv)
+    for arg in args:
         if arg == "--nproc-per-node":
-            skip = True
-            continue
-        if arg.startswith("--nproc-per-node="):
-            continue
-        out.append(arg)
+            next(args, None)  # its value
+        elif not arg.startswith("--nproc-per-node="):
+            out.append(arg)
     return out
 
 
@@ -123,92 +36,82 @@ def launch_torchrun(nproc: int) -> None:
     raise typer.Exit(subprocess.call(cmd))
 
 
-def configs_from_flags(flags: dict[str, Any], data: dict[str, Any], train: dict[str, Any]):
-    """A command's DataConfig and TrainConfig: each takes the flags named like its fields
-    (paths as text), then the command's own ``data``/``train`` values, which win."""
-    from cnnlab.data import DataConfig
-    from cnnlab.train import TrainConfig
-
-    def build(cls, fixed: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in flags.items() if k in names}
-        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
-        return cls(**{**values, **fixed})
-
-    return build(DataConfig, data), build(TrainConfig, train)
-
-
-def exit_code(stopped: str) -> int:
-    """Exit status of a run: 0 finished, 130 interrupted (as a shell reports Ctrl-C)."""
-    from cnnlab.train.stop import StopReason  # stdlib only: light
-
-    return 130 if stopped == StopReason.INTERRUPTED else 0
-
-
 def train_cmd(
     ctx: typer.Context,
-    model: ModelArg = "lenet5",
-    data: DataOpt = "digits",
-    epochs: Annotated[int, _opt("--epochs", "-e", help="Passes over the training data.")] = 10,
-    batch_size: BatchSizeOpt = 32,
-    optimizer: OptimizerOpt = "adam",
-    lr: LrOpt = None,
-    momentum: Annotated[float, _opt("--momentum", help="SGD momentum.")] = 0.9,
-    weight_decay: WeightDecayOpt = 0.0,
+    model: opt.Model = "lenet5",
+    data: opt.Data = "digits",
+    epochs: Annotated[
+        int, opt.option("--epochs", "-e", help="Passes over the training data.")
+    ] = 10,
+    batch_size: opt.BatchSize = 32,
+    optimizer: opt.Optimizer = "adam",
+    lr: opt.Lr = None,
+    momentum: opt.Momentum = 0.9,
+    weight_decay: opt.WeightDecay = 0.0,
     schedule: Annotated[
-        str, _opt("--schedule", help="constant, step, cosine, onecycle or rampup-exp (lesson 003).")
+        str,
+        opt.option(
+            "--schedule", help="constant, step, cosine, onecycle or rampup-exp (lesson 003)."
+        ),
     ] = "constant",
-    warmup_epochs: WarmupOpt = 0.0,
-    label_smoothing: SmoothingOpt = 0.0,
-    grad_clip: GradClipOpt = None,
-    early_stop: EarlyStopOpt = None,
+    warmup_epochs: opt.Warmup = 0.0,
+    label_smoothing: opt.Smoothing = 0.0,
+    grad_clip: opt.GradClip = None,
+    early_stop: opt.EarlyStop = None,
     max_steps: Annotated[
-        int | None, _opt("--max-steps", help="Stop after N optimizer steps in total.")
+        int | None, opt.option("--max-steps", help="Stop after N optimizer steps in total.")
     ] = None,
-    val_split: ValSplitOpt = 0.1,
-    augment: AugmentOpt = "none",
-    normalize: NormalizeOpt = "scale",
-    image_size: SizeOpt = None,
-    channels: ChannelsOpt = None,
-    in_memory: InMemoryOpt = "auto",
+    val_split: opt.ValSplit = 0.1,
+    augment: opt.Augment = "none",
+    normalize: opt.Normalize = "scale",
+    image_size: opt.Size = None,
+    channels: opt.Channels = None,
+    in_memory: opt.InMemory = "auto",
     workers: Annotated[
-        int | None, _opt("--workers", help="Decode processes.", panel=DATA_HELP)
+        int | None, opt.option("--workers", help="Decode processes.", panel=opt.DATA)
     ] = None,
-    strict: StrictOpt = False,
-    root: RootOpt = None,
-    no_download: NoDownloadOpt = False,
+    strict: opt.Strict = False,
+    root: opt.Root = None,
+    no_download: opt.NoDownload = False,
     model_opt: Annotated[
-        list[str], _opt("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
+        list[str], opt.option("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
-    seed: SeedOpt = 0,
-    init: InitOpt = "default",
-    device: DeviceFlag = "auto",
-    precision: PrecisionOpt = "auto",
-    channels_last: ChannelsLastOpt = None,
-    compile: CompileOpt = False,
+    seed: opt.Seed = 0,
+    init: opt.Init = "default",
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    channels_last: opt.ChannelsLast = None,
+    compile: opt.Compile = False,
     run_dir: Annotated[
         Path | None,
-        _opt("--run-dir", help="Run folder (default runs/<model>-<data>-<time>).", panel=RUN_HELP),
+        opt.option(
+            "--run-dir", help="Run folder (default runs/<model>-<data>-<time>).", panel=opt.RUN
+        ),
     ] = None,
     resume: Annotated[
-        bool, _opt("--resume", help="Continue the run in --run-dir.", panel=RUN_HELP)
+        bool, opt.option("--resume", help="Continue the run in --run-dir.", panel=opt.RUN)
     ] = False,
     tensorboard: Annotated[
-        bool, _opt("--tensorboard", help="Write TensorBoard events.", panel=RUN_HELP)
+        bool, opt.option("--tensorboard", help="Write TensorBoard events.", panel=opt.RUN)
     ] = False,
-    quiet: QuietOpt = False,
-    progress: ProgressOpt = "auto",
+    quiet: opt.Quiet = False,
+    progress: opt.Progress = "auto",
     lr_find: Annotated[
         bool,
-        _opt("--lr-find", help="Run the LR range test, plot it, suggest an --lr; no training."),
+        opt.option(
+            "--lr-find", help="Run the LR range test, plot it, suggest an --lr; no training."
+        ),
     ] = False,
     nproc_per_node: Annotated[
         int | None,
-        _opt("--nproc-per-node", help="Launch torchrun with N processes (GPUs).", panel=RUN_HELP),
+        opt.option(
+            "--nproc-per-node", help="Launch torchrun with N processes (GPUs).", panel=opt.RUN
+        ),
     ] = None,
 ) -> None:
     """Train a model; by default lenet5 on the bundled digits."""
-    from cnnlab.train import fit
+    from cnnlab.data import DataConfig
+    from cnnlab.train import TrainConfig, fit
     from cnnlab.train.fit import resume_run
     from cnnlab.viz.figures import RunFigures  # the run folder's curves.png, confusion.png
 
@@ -231,11 +134,11 @@ def train_cmd(
             )
             _print_result(history, quiet, echoed=shown != "none")
             raise typer.Exit(exit_code(history.stopped))
-        data_cfg, cfg = configs_from_flags(
-            locals(),
-            data={"source": data, "download": not no_download, "progress": not quiet},
-            train={"progress": shown},
+        flags = locals()
+        data_cfg = from_flags(
+            DataConfig, flags, source=data, download=not no_download, progress=not quiet
         )
+        cfg = from_flags(TrainConfig, flags, progress=shown)
         options = parse_model_options(model_opt)
         if lr_find:
             _lr_find(model, data_cfg, cfg, options, run_dir)
@@ -259,11 +162,13 @@ def _explicit_flags(ctx: typer.Context) -> set[str]:
 def _refuse_changes(run_dir: Path, values: dict[str, Any], explicit: set[str]) -> None:
     """Exit 2 when a flag given with --resume asks for another setting than the run's saved
     one: the run would silently go on with the saved one (the same value is fine)."""
+    from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
     from cnnlab.train.run import RunFolder
 
     config = RunFolder(run_dir).read_config()
-    data_cfg, cfg = configs_from_flags(values, data={"source": values["data"]}, train={})
+    data_cfg = from_flags(DataConfig, values, source=values["data"])
+    cfg = from_flags(TrainConfig, values)
     saved_train = TrainConfig.from_dict(config["train"])
     for name in sorted(explicit - RESUME_FLAGS):
         given, saved = values[name], None
@@ -339,13 +244,8 @@ def _print_result(history, quiet: bool, echoed: bool) -> None:
     console.print(f"run folder: {history.run_dir}", highlight=False)
 
 
-RunArg = Annotated[Path, typer.Argument(help="Run folder written by `cnnlab train`.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="best or last.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-
-
 def eval_cmd(
-    run_dir: RunArg,
+    run_dir: opt.RunArg,
     data: Annotated[
         str | None,
         typer.Option("--data", "-d", help="Other data with the same classes (default: the run's)."),
@@ -357,7 +257,7 @@ def eval_cmd(
             help="test, val or train (default: the split the run reported on, else test/val).",
         ),
     ] = None,
-    weights: WeightsOpt = "best",
+    weights: opt.Weights = "best",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default RUN_DIR/eval-SPLIT).")
     ] = None,
@@ -366,7 +266,7 @@ def eval_cmd(
         str,
         typer.Option("--precision", help="run (as in training, the default), fp32, bf16 or fp16."),
     ] = "run",
-    device: DeviceOpt = "auto",
+    device: opt.AnyDevice = "auto",
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, most-confused pairs, worst
     images."""
@@ -411,12 +311,12 @@ def _print_eval(result) -> None:
 
 
 def predict_cmd(
-    run_dir: RunArg,
+    run_dir: opt.RunArg,
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 3,
-    weights: WeightsOpt = "best",
+    weights: opt.Weights = "best",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
-    device: DeviceOpt = "cpu",
+    device: opt.AnyDevice = "cpu",
 ) -> None:
     """Class probabilities of images, preprocessed exactly as in training."""
     import json

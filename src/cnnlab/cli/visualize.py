@@ -1,5 +1,8 @@
 """``cnnlab visualize ...``: lesson 001's convolution and pooling pictures, and a model's filters,
-feature maps and saliency maps, as PNG files."""
+feature maps and saliency maps, as PNG files.
+
+Each command imports viz and training on use: they load matplotlib/torch, `cnnlab --help` does
+not."""
 
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")]
 
 
 def _images(paths: list[Path]) -> dict:
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import load_image, sample_images
 
     return {path.stem: load_image(path) for path in paths} if paths else sample_images()
@@ -42,7 +44,6 @@ def convolve_cmd(
     out: OutOpt = Path("convolve.png"),
 ) -> None:
     """Convolve photos with hand-made filters and show the feature maps."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import make_filter, plot_convolution
 
     pictures = _images(images or [])
@@ -64,7 +65,6 @@ def pooling_cmd(
     out: OutOpt = Path("pooling.png"),
 ) -> None:
     """Input vs pooled output, and max pooling's invariance to 1- and 2-pixel shifts."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.convolve import plot_pooling, translation_invariance
 
     if image is None:
@@ -107,7 +107,6 @@ def filters_cmd(
     out: OutOpt = Path("filters.png"),
 ) -> None:
     """A conv layer's kernels: RGB tiles for a colour first layer, else one per channel."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.filters import layer_kernels, plot_filters
     from cnnlab.viz.subject import load_subject
 
@@ -141,7 +140,6 @@ def featuremaps_cmd(
     out: OutOpt = Path("featuremaps.png"),
 ) -> None:
     """The activations of chosen layers for one image, one tiled grid per layer."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.featuremaps import default_layers, feature_maps, plot_feature_maps
     from cnnlab.viz.subject import load_input, load_subject
 
@@ -157,7 +155,6 @@ def featuremaps_cmd(
 
 def _class_index(subject, value: str | None) -> int | None:
     """``--class``: a class name of the run, or an index."""
-
     if value is None:
         return None
     if subject.classes and value in subject.classes:
@@ -187,7 +184,6 @@ def saliency_cmd(
     out: OutOpt = Path("saliency.png"),
 ) -> None:
     """Which pixels the predicted (or a chosen) class depends on, over the image."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.saliency import METHODS, plot_saliency, saliency
     from cnnlab.viz.subject import load_input, load_subject
 
@@ -224,7 +220,6 @@ def graph_cmd(
     ),
 ) -> None:
     """A block diagram of the architecture: layers, output shapes, params, branches."""
-    # viz and training imported on use: they load matplotlib/torch, `cnnlab --help` does not
     from cnnlab.viz.diagram import plot_diagram
 
     if out.suffix.lower() not in DIAGRAM_SUFFIXES:
@@ -243,11 +238,7 @@ def graph_cmd(
 def _graph_model(source: str):
     """A run folder's model (built on the meta device: no weights needed), else the name."""
     if Path(source).is_dir():
-        import torch  # torch and training imported on use, as above
+        from cnnlab.models import build
 
-        from cnnlab.train.loading import build_model, resolve_run_dir
-        from cnnlab.train.run import RunFolder
-
-        with torch.device("meta"):
-            return build_model(RunFolder(resolve_run_dir(source)).read_config()["model"])
+        return build(source, device="meta")
     return source

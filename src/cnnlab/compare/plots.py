@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,22 +46,15 @@ def _colors(n: int) -> list:
 
 def mean_curve(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, min, max) of ``key`` per epoch over runs (runs may differ in length: early stop);
-    NaN where no run has the epoch."""
+    NaN where no run has a finite value for the epoch."""
     length = max((len(h) for h in runs), default=0)
     table = np.full((len(runs), length), np.nan)
     for i, history in enumerate(runs):
-        for j, row in enumerate(history):
-            value = row.get(key)
-            if value is not None and math.isfinite(value):
-                table[i, j] = value
-    with np.errstate(all="ignore"):
-        valid = ~np.all(np.isnan(table), axis=0)
-        mean = np.full(length, np.nan)
-        low, high = mean.copy(), mean.copy()
-        mean[valid] = np.nanmean(table[:, valid], axis=0)
-        low[valid] = np.nanmin(table[:, valid], axis=0)
-        high[valid] = np.nanmax(table[:, valid], axis=0)
-    return mean, low, high
+        table[i, : len(history)] = [row.get(key, np.nan) for row in history]
+    table[~np.isfinite(table)] = np.nan
+    with warnings.catch_warnings():  # an epoch without values is NaN, as said
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
 
 
 def plot_curves(results: list[ModelResult]) -> Figure:

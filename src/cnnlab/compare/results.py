@@ -12,16 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cnnlab.atomic import write_text_atomic
 from cnnlab.compare.entries import Entry
 from cnnlab.compare.plots import write_plots
 from cnnlab.compare.runner import FAILED, read_plan, run_folder
+from cnnlab.models import build
 from cnnlab.summary import summary
 from cnnlab.train.history import History
-from cnnlab.train.loading import build_model
-from cnnlab.train.run import CONFIG, HISTORY, METRICS, RunFolder
+from cnnlab.train.run import CONFIG, HISTORY, METRICS
 
 TABLE = "comparison"  # comparison.json / .csv / .md
 
@@ -134,9 +132,7 @@ def model_size(path: Path | None) -> tuple[int | None, int | None, int | None]:
     run folder describes, built on the meta device (nothing allocated)."""
     if path is None or not (path / CONFIG).is_file():
         return None, None, None
-    with torch.device("meta"):
-        model = build_model(RunFolder(path).read_config()["model"])
-    s = summary(model)
+    s = summary(build(path, device="meta"))
     return s.counts.total, s.counts.trainable, s.macs
 
 

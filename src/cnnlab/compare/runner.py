@@ -9,7 +9,6 @@ comparison loses at most the unfinished epoch of one run.
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from cnnlab.atomic import write_text_atomic
+from cnnlab.build_record import plain
 from cnnlab.compare.entries import Entry, parse_entry, validate_entries
 from cnnlab.data import DataConfig
 from cnnlab.errors import ConfigError, RunError, TrainingError
@@ -111,7 +111,7 @@ def train_one(
     comparison goes on: a diverging architecture is a result, not a crash.
     """
     # looked up per call, not at import: the tests replace cnnlab.train.fit.fit
-    from cnnlab.train.fit import fit, resume_run
+    from cnnlab.train.fit import fit
 
     path = run_folder(root, entry, seed)
     if (path / METRICS).is_file():
@@ -120,22 +120,19 @@ def train_one(
     if (path / FAILED).is_file():
         say(f"  failed before: {(path / FAILED).read_text().strip()}")
         return "failed"
-    if (path / CONFIG).is_file() and not (path / STATE).is_file():
-        shutil.rmtree(path)  # stopped before its first checkpoint: nothing to keep
+    # a run with a checkpoint continues; one stopped before its first starts over (see fit)
+    resume = (path / STATE).is_file()
+    if resume:
+        say(f"  resuming {path}")
     try:
-        if (path / STATE).is_file():
-            say(f"  resuming {path}")
-            history = resume_run(path, progress=cfg.progress, print_fn=say, callbacks=callbacks)
-        else:
-            run_cfg = replace(cfg, seed=seed, run_dir=str(path), resume=False)
-            history = fit(
-                entry.model,
-                replace(data_cfg, seed=seed),
-                run_cfg,
-                model_options=dict(entry.options),
-                callbacks=callbacks,
-                print_fn=say,
-            )
+        history = fit(
+            entry.model,
+            replace(data_cfg, seed=seed),
+            replace(cfg, seed=seed, run_dir=str(path), resume=resume),
+            model_options=dict(entry.options),
+            callbacks=callbacks,
+            print_fn=say,
+        )
     except TrainingError as err:
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / FAILED, f"{err}\n")
@@ -149,8 +146,6 @@ def make_plan(
 ) -> dict[str, Any]:
     """The comparison's plan as plain data (saved as compare.yaml)."""
     data = {k: v for k, v in asdict(data_cfg).items() if k not in _FREE | {"progress"}}
-    if isinstance(data.get("image_size"), tuple):
-        data["image_size"] = list(data["image_size"])
     return {
         "models": [{"label": e.label, "model": e.model, "options": e.options} for e in entries],
         "seeds": list(seeds),
@@ -181,13 +176,13 @@ def _open_folder(out_dir: str | Path | None, data_cfg: DataConfig, plan: dict) -
     if (root / PLAN).is_file() and started:  # a plan nothing ran for may be replaced
         old = read_plan(root)
         for key in ("models", "seeds", "data", "train"):
-            if _plain(old.get(key)) != _plain(plan[key]):
+            if plain(old.get(key)) != plain(plan[key]):
                 raise RunError(
                     f"'{root}' holds another comparison: its {key} differ "
                     f"({old.get(key)!r} there, {plan[key]!r} now); choose another --out"
                 )
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / PLAN, yaml.safe_dump(_plain(plan), sort_keys=False))
+    write_text_atomic(root / PLAN, yaml.safe_dump(plain(plan), sort_keys=False))
     return root
 
 
@@ -198,8 +193,3 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {seeds} repeat a seed")
     return seeds
-
-
-def _plain(value: Any) -> Any:
-    """YAML round-trip form (tuples as lists), so a saved plan compares equal to a new one."""
-    return yaml.safe_load(yaml.safe_dump(value)) if value is not None else None

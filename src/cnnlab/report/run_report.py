@@ -87,16 +87,9 @@ def per_class_table(report: dict[str, Any] | None) -> str:
     """Precision, recall, F1 and support per class."""
     if not report:
         return ""
+    columns = (report[key] for key in ("classes", "precision", "recall", "f1", "support"))
     rows = [
-        (c, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", s)
-        for c, p, r, f, s in zip(
-            report["classes"],
-            report["precision"],
-            report["recall"],
-            report["f1"],
-            report["support"],
-            strict=True,
-        )
+        (c, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", s) for c, p, r, f, s in zip(*columns, strict=True)
     ]
     rows.append(("macro F1 / accuracy", "", "", f"{report['macro_f1']:.4f}", ""))
     return h.table(("class", "precision", "recall", "F1", "support"), rows)

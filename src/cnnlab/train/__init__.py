@@ -1,7 +1,7 @@
 """Training, evaluation and prediction: :func:`fit`, :func:`evaluate`, :func:`load_run`,
 :func:`predict`, with :class:`TrainConfig` holding every training option.
 
-Names are imported on first use, so ``import cnnlab.train.report`` (or the CLI's ``--help``)
+Names are imported on first use, so ``import cnnlab.train.run`` (or the CLI's ``--help``)
 does not load the whole engine.
 """
 

@@ -111,37 +111,35 @@ class TrainConfig:
         Raises:
             ConfigError: naming the field, its bad value and the valid values.
         """
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("progress", self.progress, PROGRESS_MODES)
-        _choice("monitor", self.monitor, MONITORS)
-        _choice("init", self.init, INITS)
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{name} {value!r} is not one of: {choices_text(choices)}")
         base = self.device.split(":", 1)[0]
         if base not in DEVICES or (":" in self.device and base != "cuda"):
             raise ConfigError(
                 f"device {self.device!r} is not one of: {choices_text(DEVICES)} (or cuda:N)"
             )
-        _integer("epochs", self.epochs, 1)
-        _integer("step_epochs", self.step_epochs, 1)
-        _integer("sustain_epochs", self.sustain_epochs, 0)
-        _integer("seed", self.seed, 0)
+        for name, low in _INTEGERS.items():
+            value = getattr(self, name)
+            bad = isinstance(value, bool) or not isinstance(value, int) or value < low
+            if bad and not (value is None and name in _OPTIONAL):
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.seed >= 2**63:  # torch seeds are int64
             raise ConfigError(f"seed must be at most 2**63 - 1, got {self.seed!r}")
-        _integer("nan_check_every", self.nan_check_every, 1)
-        for name in ("early_stop", "max_steps"):
-            if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), 1)
-        _positive("lr", self.lr, allow_none=True)
-        _positive("start_lr", self.start_lr, allow_none=True)
-        _positive("grad_clip", self.grad_clip, allow_none=True)
-        _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _in_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
-        _in_range("decay", self.decay, 0.0, 1.0, low_open=True)
-        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
-        _in_range("min_lr", self.min_lr, 0.0, math.inf)
-        _in_range("warmup_epochs", self.warmup_epochs, 0.0, math.inf)
+        for name in ("lr", "start_lr", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and _number(name, value) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name, (low, high, brackets) in _RANGES.items():
+            value = getattr(self, name)
+            v = _number(name, value)
+            too_low = v <= low if brackets[0] == "(" else v < low
+            too_high = v >= high if brackets[1] == ")" else v > high
+            if too_low or too_high:
+                raise ConfigError(
+                    f"{name} must lie in {brackets[0]}{low}, {high}{brackets[1]}, got {value!r}"
+                )
         if self.min_lr > self.peak_lr:
             raise ConfigError(f"min_lr {self.min_lr} is above the learning rate {self.peak_lr}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -167,14 +165,35 @@ class TrainConfig:
         return cls(**data)
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} {value!r} is not one of: {choices_text(choices)}")
-
-
-def _integer(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+_CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "precision": PRECISIONS,
+    "progress": PROGRESS_MODES,
+    "monitor": MONITORS,
+    "init": INITS,
+}
+# integer fields and their minimum; those in _OPTIONAL may also be None
+_INTEGERS = {
+    "epochs": 1,
+    "step_epochs": 1,
+    "sustain_epochs": 0,
+    "seed": 0,
+    "nan_check_every": 1,
+    "early_stop": 1,
+    "max_steps": 1,
+}
+_OPTIONAL = ("early_stop", "max_steps")
+# number fields and their interval: (low, high, brackets), "(" / ")" marking an open end
+_RANGES = {
+    "momentum": (0.0, 1.0, "[)"),
+    "label_smoothing": (0.0, 1.0, "[)"),
+    "gamma": (0.0, 1.0, "(]"),
+    "decay": (0.0, 1.0, "(]"),
+    "weight_decay": (0.0, math.inf, "[]"),
+    "min_lr": (0.0, math.inf, "[]"),
+    "warmup_epochs": (0.0, math.inf, "[]"),
+}
 
 
 def _number(name: str, value: Any) -> float:
@@ -183,27 +202,3 @@ def _number(name: str, value: Any) -> float:
     if math.isinf(value):  # `--warmup-epochs inf` held the learning rate at its start forever
         raise ConfigError(f"{name} must be finite, got {value!r}")
     return float(value)
-
-
-def _positive(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if _number(name, value) <= 0 or math.isinf(value):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-
-
-def _in_range(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    v = _number(name, value)
-    too_low = v <= low if low_open else v < low
-    too_high = v >= high if high_open else v > high
-    if too_low or too_high:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ConfigError(f"{name} must lie in {left}{low}, {high}{right}, got {value!r}")

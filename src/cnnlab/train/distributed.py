@@ -106,21 +106,11 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def torchrun_command(nproc: int, args: list[str], nnodes: str = "1", **rdzv: str) -> list[str]:
-    """The torchrun command line that runs ``cnnlab <args>`` on ``nproc`` processes per node.
-
-    Args:
-        nproc: processes on this node (one per GPU, or CPU workers).
-        args: the cnnlab arguments (without ``--nproc-per-node``).
-        nnodes: torchrun's ``--nnodes`` (``"2"`` or ``"1:4"``).
-        **rdzv: extra torchrun options such as ``rdzv_endpoint="host:29500"``,
-            ``rdzv_id="job1"``, ``node_rank="0"`` (underscores become dashes).
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The torchrun command line that runs ``cnnlab <args>`` on ``nproc`` processes (one per
+    GPU, or CPU workers) of this machine; several machines run torchrun themselves (README).
     """
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be >= 1, got {nproc}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    cmd.append(f"--nnodes={nnodes}")
-    if nnodes == "1" and not rdzv:
-        cmd.append("--standalone")
-    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in rdzv.items()]
-    return [*cmd, "-m", "cnnlab.cli", *args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    return [*torchrun, "--nnodes=1", "--standalone", "-m", "cnnlab.cli", *args]

@@ -21,12 +21,6 @@ from cnnlab.train.metrics import MetricSums
 from cnnlab.train.stop import StopFlag, StopReason
 
 
-def train_mode(model: nn.Module) -> None:
-    """``model.train()``. A model with frozen parts keeps them in eval mode in its own
-    ``train()`` (``TransferModel``: a frozen backbone's BatchNorm keeps its statistics)."""
-    model.train()
-
-
 @dataclass
 class TrainStep:
     """Everything one optimizer step needs; calling it trains on one batch.
@@ -185,7 +179,7 @@ def train_one_epoch(
         The epoch's result; ``status`` says whether it ran to the end.
     """
     ctrl = control or EpochControl()
-    train_mode(step_fn.model)
+    step_fn.model.train()  # a TransferModel keeps a frozen backbone's BatchNorm in eval
     start, images, step = time.perf_counter(), 0, start_step
     status, bad = None, (None, None)
     for index, (x, y) in enumerate(batches):

@@ -14,8 +14,8 @@ import torch
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train import distributed
 from cnnlab.train.engine import Evaluation, evaluate
+from cnnlab.train.evaluation import classification_report, confusion_matrix
 from cnnlab.train.history import History
-from cnnlab.train.report import classification_report, confusion_matrix
 from cnnlab.train.run import BEST, METRICS
 from cnnlab.train.stop import StopReason
 

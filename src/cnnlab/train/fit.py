@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from cnnlab.data import DataConfig
 from cnnlab.data.pipeline import Loaders
 from cnnlab.errors import TrainingError
+from cnnlab.models import build
 from cnnlab.train import distributed
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.config import TrainConfig
@@ -26,6 +28,7 @@ from cnnlab.train.device import resolve_hardware
 from cnnlab.train.engine import EpochControl, EpochResult, evaluate, train_one_epoch
 from cnnlab.train.finish import finish
 from cnnlab.train.history import History
+from cnnlab.train.loading import saved_data_config
 from cnnlab.train.run import METRICS, STATE, RunFolder
 from cnnlab.train.session import (
     Setup,
@@ -273,22 +276,12 @@ def resume_run(
     Raises:
         RunError: not a resumable run folder, or one in use by another process.
     """
-    import torch
-
-    from cnnlab.train.loading import build_model  # loading imports fit's package: no cycle
-
     config = RunFolder(Path(run_dir)).read_config()
     train = dict(config["train"], resume=True, run_dir=str(run_dir), max_steps=max_steps)
     for key, value in (("epochs", epochs), ("device", device), ("progress", progress)):
         if value is not None:
             train[key] = value
     cfg = TrainConfig.from_dict(train)
-    data = {k: v for k, v in config["data"].items() if k not in _DERIVED_DATA_KEYS}
-    if isinstance(data.get("image_size"), list):
-        data["image_size"] = tuple(data["image_size"])
     torch.manual_seed(cfg.seed)
-    model = build_model(config["model"])
-    return fit(model, DataConfig(**data), cfg, callbacks=callbacks, print_fn=print_fn)
-
-
-_DERIVED_DATA_KEYS = ("classes", "input_shape", "normalizer", "mode")
+    model = build(config["model"])
+    return fit(model, saved_data_config(config), cfg, callbacks=callbacks, print_fn=print_fn)

@@ -8,7 +8,6 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from cnnlab.atomic import write_text_atomic
 from cnnlab.errors import RunError
 from cnnlab.train.stop import StopReason
 
@@ -64,14 +63,6 @@ class History:
         extra = [k for k in dict.fromkeys(seen) if k not in COLUMNS]
         return [c for c in COLUMNS if c in seen] + extra
 
-    def best(self, monitor: str = "val_accuracy") -> dict[str, float] | None:
-        """The epoch row with the best ``monitor`` value (max for accuracy, min for loss)."""
-        rows = [r for r in self.epochs if _finite(r.get(monitor))]
-        if not rows:
-            return None
-        sign = -1 if monitor.endswith("loss") else 1
-        return max(rows, key=lambda r: sign * r[monitor])
-
     def to_csv(self) -> str:
         """The history as CSV text (header + one row per epoch)."""
         buffer = io.StringIO()
@@ -80,10 +71,6 @@ class History:
         for row in self.epochs:
             writer.writerow({k: _format(v) for k, v in row.items()})
         return buffer.getvalue()
-
-    def save(self, path: str | Path) -> None:
-        """Write ``history.csv`` atomically."""
-        write_text_atomic(path, self.to_csv())
 
     @classmethod
     def load(cls, path: str | Path) -> History:
@@ -100,10 +87,6 @@ class History:
                 except ValueError:
                     raise RunError(f"{path}: line {line}: not a number in {row}") from None
         return cls(rows)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _format(value) -> str:

@@ -47,20 +47,19 @@ class Run:
 
     def data_config(self, **overrides: Any) -> DataConfig:
         """The DataConfig the run trained with (``overrides`` replace fields)."""
-        data = dict(self.config["data"])
-        for key in ("classes", "input_shape", "normalizer", "mode"):
-            data.pop(key, None)
-        return DataConfig(**{**data, **overrides})
+        return saved_data_config(self.config, **overrides)
 
 
-def build_model(desc: dict[str, Any]) -> nn.Module:
-    """Rebuild the model a run describes (``config.yaml``'s ``model:`` section) with
-    :func:`cnnlab.models.build`.
+# config.yaml's data keys that describe the loaded data rather than configure its loading
+_DERIVED_DATA_KEYS = ("classes", "input_shape", "normalizer", "mode")
 
-    Raises:
-        RunError: a model built by custom Python code, which the folder cannot rebuild.
-    """
-    return build(desc)
+
+def saved_data_config(config: dict[str, Any], **overrides: Any) -> DataConfig:
+    """The DataConfig of a run's ``config.yaml`` (``overrides`` replace fields)."""
+    data = {k: v for k, v in config["data"].items() if k not in _DERIVED_DATA_KEYS}
+    if isinstance(data.get("image_size"), list):
+        data["image_size"] = tuple(data["image_size"])
+    return DataConfig(**{**data, **overrides})
 
 
 def resolve_run_dir(path: str | Path) -> Path:
@@ -90,7 +89,7 @@ def load_run(
         raise RunError(f"weights {weights!r} is not one of: best, last")
     folder = RunFolder(resolve_run_dir(path))
     config = folder.read_config()
-    net = model if model is not None else build_model(config["model"])
+    net = model if model is not None else build(config["model"])
     file = folder.file(WEIGHTS[weights])
     if not file.is_file():
         raise RunError(f"run '{path}' has no {file.name} yet (it stopped before an epoch ended)")

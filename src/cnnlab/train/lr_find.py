@@ -19,7 +19,6 @@ from cnnlab.data import DataConfig, build_loaders
 from cnnlab.errors import ConfigError
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import autocast, resolve_device, resolve_precision
-from cnnlab.train.engine import train_mode
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.session import check_fits, model_for_data
 
@@ -105,7 +104,7 @@ def _range_test(model, loader, cfg, device, start, end, steps) -> LRFindResult:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result, avg, best = LRFindResult(), 0.0, math.inf
     precision = resolve_precision(cfg.precision, device)
-    train_mode(model)
+    model.train()
     step = 0
     while step < steps:
         for x, y in loader:

@@ -50,21 +50,13 @@ class MetricSums:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.sums)
 
-    @property
-    def count(self) -> int:
-        """Samples seen (reads the sums back)."""
-        return int(self.sums[COUNT].item())
-
-    def result(self, prefix: str = "") -> dict[str, float]:
-        """``{prefix+"loss", prefix+"accuracy"[, prefix+"top5"]}`` (NaN before any sample)."""
+    def result(self) -> dict[str, float]:
+        """``{"loss", "accuracy"[, "top5"]}`` (NaN before any sample)."""
         loss, top1, top5, count = self.sums.tolist()
         nan = float("nan")
-        out = {
-            f"{prefix}loss": loss / count if count else nan,
-            f"{prefix}accuracy": top1 / count if count else nan,
-        }
+        out = {"loss": loss / count if count else nan, "accuracy": top1 / count if count else nan}
         if self.topk:
-            out[f"{prefix}top5"] = top5 / count if count else nan
+            out["top5"] = top5 / count if count else nan
         return out
 
     def state(self) -> list[float]:

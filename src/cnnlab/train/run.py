@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 from cnnlab.atomic import write_text_atomic
-from cnnlab.build_record import record_of
+from cnnlab.build_record import plain, record_of
 from cnnlab.errors import RunError
 
 CONFIG = "config.yaml"
@@ -49,7 +49,7 @@ class RunFolder:
 
     def write_yaml(self, name: str, data: dict[str, Any]) -> None:
         """Write ``data`` as YAML, atomically."""
-        write_text_atomic(self.file(name), yaml.safe_dump(_plain(data), sort_keys=False))
+        write_text_atomic(self.file(name), yaml.safe_dump(plain(data), sort_keys=False))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         """Write ``data`` as indented JSON, atomically."""
@@ -175,17 +175,6 @@ def model_description(model: nn.Module) -> dict[str, Any]:
     return record.description()
 
 
-def _plain(value: Any) -> Any:
-    """YAML-safe copy (tuples become lists, str subclasses such as torch's version str)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
-
-
 def versions() -> dict[str, Any]:
     """Versions of what computed the run, and the git commit of the cnnlab source."""
     import torch
@@ -204,22 +193,17 @@ def versions() -> dict[str, Any]:
 
 def git_revision() -> str | None:
     """``<commit>[-dirty]`` of the checkout cnnlab runs from, or None outside a git checkout."""
-    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        here = str(Path(__file__).resolve().parent)
+        done = subprocess.run(
+            ["git", "-C", here, *args], capture_output=True, text=True, timeout=5, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit

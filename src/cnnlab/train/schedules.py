@@ -8,7 +8,7 @@ small picklable object inside one ``LambdaLR``: its state is plain data, so it i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -25,8 +25,8 @@ ONECYCLE_FINAL_DIV = 1e4
 class Schedule:
     """``multiplier(step)`` of the peak learning rate for one TrainConfig.
 
-    Attributes mirror the TrainConfig fields that shape the curve; ``steps_per_epoch`` turns
-    steps into (fractional) epochs.
+    Attributes are the TrainConfig fields of the same names that shape the curve (``kind`` is
+    its ``schedule``); ``steps_per_epoch`` turns steps into (fractional) epochs.
     """
 
     kind: str
@@ -110,19 +110,8 @@ def schedule_multiplier(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
             f"warmup_epochs {cfg.warmup_epochs} must be shorter than epochs {cfg.epochs} for "
             f"the {cfg.schedule!r} schedule"
         )
-    return Schedule(
-        kind=cfg.schedule,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
-        peak_lr=cfg.peak_lr,
-        warmup_epochs=cfg.warmup_epochs,
-        start_lr=cfg.start_lr,
-        min_lr=cfg.min_lr,
-        step_epochs=cfg.step_epochs,
-        gamma=cfg.gamma,
-        sustain_epochs=cfg.sustain_epochs,
-        decay=cfg.decay,
-    )
+    same = {f.name: getattr(cfg, f.name) for f in fields(Schedule) if hasattr(cfg, f.name)}
+    return Schedule(kind=cfg.schedule, steps_per_epoch=steps_per_epoch, **same)
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

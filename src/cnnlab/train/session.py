@@ -465,11 +465,6 @@ def agreed(env: DistEnv, decide: Callable[[], Any]) -> Any:
     return value
 
 
-def agreed_path(env: DistEnv, prepare: Callable[[], Path]) -> Path:
-    """:func:`agreed` for a folder path."""
-    return Path(agreed(env, lambda: str(prepare())))
-
-
 def data_name(loaders: Loaders) -> str:
     """A folder-name-safe name of the data (its last path component)."""
     return Path(loaders.source).name.replace(" ", "_") or "data"

@@ -16,7 +16,7 @@ from cnnlab.layers import infer_output_shape
 from cnnlab.models import build, model_info, record_of
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
 from cnnlab.models.transfer import Backbone, feature_trunk, strip_last_linear
-from cnnlab.shapes import Shape, parse_input_shape
+from cnnlab.shapes import Shape, hwc, parse_input_shape
 from cnnlab.train.run import RunFolder
 
 
@@ -105,7 +105,7 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
     shape = trained if size is None else (trained[0], *size)
     if shape != trained:
         _check_size(path, desc, trained, shape, bool(headless))
-    model = build(desc, input_shape=_hwc_tuple(shape))
+    model = build(desc, input_shape=hwc(shape))
     report = None
     if weights != "none":
         source = path if weights is None else weights
@@ -122,11 +122,6 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
     return PretrainedBackbone(backbone, report, normalizer)
 
 
-def _hwc_tuple(shape: Shape) -> tuple[int, int, int]:
-    channels, height, width = shape
-    return (height, width, channels)
-
-
 def _check_size(path: Path, desc: dict[str, Any], trained: Shape, shape: Shape, headless: bool):
     """Refuse an input size the run's backbone cannot take: its trunk fails on that size, or
     its weights would change shape (a flatten before a dense layer). Both are tried on the
@@ -137,7 +132,7 @@ def _check_size(path: Path, desc: dict[str, Any], trained: Shape, shape: Shape, 
     """
 
     def trunk_and_weights(at: Shape) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
-        model = build(desc, input_shape=_hwc_tuple(at), device="meta")
+        model = build(desc, input_shape=hwc(at), device="meta")
         if not headless:
             strip_last_linear(model)
         return model, {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -11,16 +11,15 @@ stages. ``load_run(parent)`` loads the last stage.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnlab.data import DataConfig, build_loaders
+from cnnlab.data import DataConfig
 from cnnlab.data.memory import memory_budget
 from cnnlab.data.pipeline import Loaders
 from cnnlab.errors import ConfigError, RunError
@@ -33,7 +32,7 @@ from cnnlab.train.distributed import DistEnv
 from cnnlab.train.fit import fit, resolve_hardware
 from cnnlab.train.history import History
 from cnnlab.train.run import BEST, METRICS, STATE, RunFolder, new_run_path
-from cnnlab.train.session import agreed_path, data_name
+from cnnlab.train.session import agreed, data_name, make_loaders
 from cnnlab.transfer.backbone import PretrainedBackbone, load_backbone
 from cnnlab.transfer.features import feature_cache_bytes, feature_loaders
 
@@ -155,13 +154,7 @@ def finetune(
         say(weights_line)
     data_cfg = _data_config(data, pre, train.seed, quiet)
     train = resolve_hardware(train, env.device)  # the stages' fit() calls keep these values
-    loaders = build_loaders(
-        data_cfg,
-        env.device,
-        channels_last=train.channels_last,
-        rank=env.rank,
-        world_size=env.world_size,
-    )
+    _, loaders = make_loaders(data_cfg, train, env, bool(train.channels_last))
     torch.manual_seed(train.seed)
     model = build_transfer_model(
         pre.backbone,
@@ -172,7 +165,7 @@ def finetune(
         trainable="none" if opts.freeze_epochs else opts.unfreeze,
         backbone_lr_mult=opts.backbone_lr_mult,
     )
-    parent = agreed_path(env, lambda: _prepare_parent(train, pre.backbone.name, loaders))
+    parent = Path(agreed(env, lambda: str(_prepare_parent(train, pre.backbone.name, loaders))))
     result = FinetuneResult(parent, weights=weights_line)
     if env.is_main and not train.resume:
         RunFolder(parent).write_yaml(FINETUNE, _record(backbone, opts, pre, weights_line))
@@ -252,20 +245,15 @@ def _run_stage(
     say: Callable[[str], None],
     callbacks: Sequence[Callback] = (),
 ) -> str:
-    """Train one stage (or resume it, or skip it when it already finished); its stop reason."""
+    """Train one stage, or resume it (``fit`` trains nothing more when it had finished); its
+    stop reason. The model leaves with the stage's best weights."""
     folder = Path(cfg.run_dir)
-    state = ckpt.load_state(folder / STATE) if (folder / STATE).is_file() else None
-    if state is not None and _finished(state, cfg):
-        model.load_state_dict(ckpt.load_weights(folder / BEST))
-        result.stages[stage] = History(state["history"])
-        metrics = folder / METRICS
-        result.final_metrics = json.loads(metrics.read_text()) if metrics.is_file() else {}
-        return str(state.get("stopped") or "completed")
-    cfg = replace(cfg, resume=state is not None)
+    cfg = replace(cfg, resume=(folder / STATE).is_file())
     frozen = stage == STAGES[0]
     set_trainable(model, "none" if frozen else opts.unfreeze)
     stage_loaders = loaders
-    if frozen and _use_cache(opts, loaders, model, cfg, env, say):
+    finished = (folder / METRICS).is_file()  # no features to cache for a finished stage
+    if frozen and not finished and _use_cache(opts, loaders, model, cfg, env, say):
         started = time.perf_counter()
         stage_loaders = feature_loaders(model, loaders, cfg.precision)
         say(f"cached backbone features in {time.perf_counter() - started:.1f} s")
@@ -277,12 +265,6 @@ def _run_stage(
     if history.stopped in ("completed", "early_stop") and (folder / BEST).is_file():
         model.load_state_dict(ckpt.load_weights(folder / BEST))  # copied to the model's device
     return history.stopped
-
-
-def _finished(state: dict, cfg: TrainConfig) -> bool:
-    return state["stopped"] == "early_stop" or (
-        state["epoch"] >= cfg.epochs and not state["step_in_epoch"]
-    )
 
 
 def _use_cache(
@@ -328,15 +310,9 @@ def _use_cache(
 def _record(
     backbone: str | Path, opts: FinetuneConfig, pre: PretrainedBackbone, weights: str
 ) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    out = asdict(opts)
-    out["hidden"] = list(opts.hidden)
-    if isinstance(out.get("image_size"), tuple):
-        out["image_size"] = list(out["image_size"])
-    return {
+    return {  # RunFolder.write_yaml writes tuples as lists
         "backbone": str(backbone),
-        "options": out,
+        "options": asdict(opts),
         "weights": weights,
         "input_shape": list(pre.backbone.input_shape),
         "normalizer": pre.normalizer,
