@@ -139,7 +139,8 @@ def mark_flattens(model: nn.Module, units: list[Unit], input_shape: Shape | None
 
     def on_dense(module: nn.Module, args: tuple) -> None:
         shape = last[0]
-        if args[0].dim() == 2 and shape is not None and math.prod(shape) == args[0].shape[1]:
+        flat = args[0].dim() == 2 and shape is not None and math.prod(shape) == args[0].shape[1]
+        if flat and math.prod(shape[1:]) > 1:  # a 1x1 map flattens alike in both orders
             dense[id(module)].flatten = shape  # type: ignore[assignment]
         last[0] = None
 

@@ -147,7 +147,7 @@ def _read_h5(f: h5py.File, configs: dict[str, dict[str, Any]] | None) -> list[Ke
     if "layer_names" in f.attrs or "model_weights" in f:
         if configs is None and "model_config" in f.attrs:
             configs = layer_configs(json.loads(_text(f.attrs["model_config"])))
-        return _read_legacy(f["model_weights"] if "model_weights" in f else f, configs or {})
+        return _read_legacy(f.get("model_weights", f), configs or {})
     return _read_keras3(f, configs or {})
 
 

@@ -1,0 +1,161 @@
+"""`cnnlab.keras.load_weights` refusals and `cnnlab import-keras` run folders.
+
+A mismatch is one line naming the Keras layer and the cnnlab module with both shapes, and
+loads nothing; the run folder import-keras writes is one that predict, eval, visualize, report
+and finetune take, and it reproduces Keras' logits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.errors import WeightsError
+from cnnlab.keras import load_weights, read_keras_file
+from cnnlab.layers import Dense
+from cnnlab.models import build
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+LENET_H5 = FIXTURES / "lenet5.h5"  # legacy Keras .h5 model of lesson 002's LeNet-5
+
+
+def _case(name: str) -> dict:
+    spec = importlib.util.spec_from_file_location("weights_gen", FIXTURES / "weights_gen.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    case = next(c for c in gen.load_json(FIXTURES / "manifest.json")["cases"] if c["case"] == name)
+    h, w, c = (int(v) for v in case["input_shape"].split("x"))
+    x = gen.uniform(case["input_seed"], (case["batch"], h, w, c), 0.0, 1.0)
+    return {**case, "x": torch.from_numpy(x).permute(0, 3, 1, 2)}
+
+
+def _load_refused(model: nn.Module, path: Path) -> str:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError) as info:
+        load_weights(model, path)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a refused load changed weights"
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_wrong_shape_names_both_layers_and_shapes():
+    message = _load_refused(build("lenet5"), FIXTURES / "basic_cnn.weights.h5")
+    for part in (
+        "Keras layer 'conv2d'",
+        "(3, 3, 3, 16)",
+        "cnnlab module 'c1.conv'",
+        "(6, 1, 5, 5)",
+    ):
+        assert part in message
+
+
+def test_a_module_without_keras_layer_is_named():
+    model = build("lenet5")
+    model.add_module("extra", Dense(10, 10))
+    message = _load_refused(model, LENET_H5)
+    assert "cnnlab module 'extra'" in message and "(10, 10)" in message
+    assert "no Keras layer left" in message
+
+
+def test_a_keras_layer_without_module_is_named():
+    model = build("lenet5")
+    del model.output  # the model now ends at F6
+    message = _load_refused(model, LENET_H5)
+    assert "Keras layer 'dense_1'" in message and "(84, 10)" in message
+    assert "cnnlab module 'f6'" in message
+
+
+def test_a_module_type_keras_has_no_layer_for_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.PReLU())
+    assert "'1' (PReLU)" in _load_refused(model, LENET_H5)
+
+
+@pytest.mark.parametrize("content", [b"", b"not hdf5 at all", b"PK\x03\x04broken zip"])
+def test_unreadable_file_is_named(tmp_path, content):
+    path = tmp_path / "bad.weights.h5"
+    path.write_bytes(content)
+    message = _load_refused(build("lenet5"), path)
+    assert str(path) in message
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_weights(build("lenet5"), tmp_path / "missing.keras")
+
+
+def test_reader_gives_layers_in_order_with_names_and_kinds():
+    layers = read_keras_file(LENET_H5)
+    assert [(k.name, k.kind) for k in layers] == [
+        ("C1", "conv"), ("C3", "conv"), ("C5", "conv"), ("F6", "dense"), ("dense_1", "dense"),
+    ]  # fmt: skip
+    keras_archive = read_keras_file(FIXTURES / "squeezenet_flowers_bn.keras")
+    bn = [k for k in keras_archive if k.kind == "batchnorm"]
+    assert len(bn) == 10 and bn[0].config["epsilon"] == pytest.approx(1e-3)
+    assert bn[0].config["momentum"] == pytest.approx(0.9)
+
+
+def test_import_keras_writes_a_run_folder_with_keras_logits(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["import-keras", str(LENET_H5), "--model", "lenet5", "--run-dir", str(run_dir)]
+    result = CliRunner().invoke(app, [*args, "--data", "digits"])
+    assert result.exit_code == 0, result.output
+    assert "run folder:" in result.output
+    from cnnlab.train import load_run
+
+    run = load_run(run_dir)
+    assert run.classes == [str(i) for i in range(10)]
+    assert run.config["keras"]["file"] == str(LENET_H5.resolve())
+    case = _case("lenet5")
+    with torch.no_grad():
+        out = run.model(case["x"]).numpy()
+    assert np.abs(out - np.load(FIXTURES / case["logits"])).max() <= 1e-4
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+def test_import_keras_mismatch_exits_2_with_one_line(tmp_path):
+    args = ["import-keras", str(LENET_H5), "--model", "fmnist_cnn", "--run-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Keras layer 'C1'" in result.output and "'conv1.conv'" in result.output
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_the_run_folder_feeds_predict_eval_visualize_report_and_finetune(tmp_path):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    model_args = ["--model", "squeezenet_flowers", "--model-opt", "batchnorm=true"]
+    args = ["import-keras", str(FIXTURES / "squeezenet_flowers_bn.keras"), *model_args]
+    shape = ["--input-shape", "64x64x3", "--class-names", "a,b,c,d,e", "--run-dir", str(run_dir)]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, *shape])
+    assert result.exit_code == 0, result.output
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    predicted = runner.invoke(app, ["predict", str(run_dir), str(image)])
+    assert predicted.exit_code == 0 and "x.png:" in predicted.output, predicted.output
+    data = tmp_path / "flowers"
+    for n, name in enumerate("abcde"):
+        (data / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((64, 64, 3), 40 * n + i, np.uint8)
+            Image.fromarray(pixels).save(data / name / f"{i}.png")
+    steps = [
+        ["eval", str(run_dir), "--data", str(data), "--split", "train", "--device", "cpu"],
+        ["visualize", "filters", str(run_dir), "--out", str(tmp_path / "f.png")],
+        ["report", str(run_dir), "--samples", "0"],
+        ["finetune", str(run_dir), "--data", str(data), "--freeze-epochs", "1", "--epochs",
+         "1", "--val-split", "0.2", "--run-dir", str(tmp_path / "ft"), "-q"],
+    ]  # fmt: skip
+    for step in steps:
+        out = runner.invoke(app, step)
+        assert out.exit_code == 0, (step[0], out.output)
+    assert (run_dir / "report.html").is_file()
+    assert (tmp_path / "ft" / "finetune.yaml").is_file()
