@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
+
+try:
+    import h5py  # the optional 'keras' extra
+except ImportError:  # pragma: no cover - read_keras_file says what to install
+    h5py = None
 
 from cnnlab.errors import WeightsError, first_line
 
@@ -102,6 +106,10 @@ def read_keras_file(path: str | Path) -> list[KerasLayer]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Keras file '{path}' does not exist")
+    if h5py is None:
+        raise WeightsError(
+            f"reading the Keras file '{path}' needs h5py: pip install 'cnnlab[keras]'"
+        )
     try:
         if zipfile.is_zipfile(path):
             return _read_archive(path)
