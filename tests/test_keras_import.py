@@ -159,3 +159,9 @@ def test_the_run_folder_feeds_predict_eval_visualize_report_and_finetune(tmp_pat
         assert out.exit_code == 0, (step[0], out.output)
     assert (run_dir / "report.html").is_file()
     assert (tmp_path / "ft" / "finetune.yaml").is_file()
+
+
+def test_an_input_shape_the_model_cannot_take_is_refused():
+    model = build("lenet5")
+    with pytest.raises(WeightsError, match="cannot run a 4x4x1 image"):
+        load_weights(model, LENET_H5, input_shape="4x4x1")

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from cnnlab.build_record import record_of
-from cnnlab.errors import WeightsError
+from cnnlab.errors import WeightsError, first_line
 from cnnlab.keras.reader import KerasLayer, read_keras_file, role_names
 from cnnlab.layers.conv import SeparableConv2d
-from cnnlab.shapes import Shape, parse_input_shape
+from cnnlab.shapes import Shape, hwc, parse_input_shape
 
 KERAS_BN_EPSILON = 1e-3  # BatchNormalization's default epsilon
 
@@ -155,6 +155,11 @@ def mark_flattens(model: nn.Module, units: list[Unit], input_shape: Shape | None
     try:
         with torch.no_grad():
             model.eval()(torch.zeros((1, *input_shape), device=device))
+    except RuntimeError as err:  # a shape the model cannot take
+        raise WeightsError(
+            f"the model cannot run a {hwc(input_shape)} image to find its Flatten: "
+            f"{first_line(err, 200)}"
+        ) from None
     finally:
         model.train(was_training)
         for hook in hooks:
