@@ -165,3 +165,32 @@ def test_an_input_shape_the_model_cannot_take_is_refused():
     model = build("lenet5")
     with pytest.raises(WeightsError, match="cannot run a 4x4x1 image"):
         load_weights(model, LENET_H5, input_shape="4x4x1")
+
+
+def test_keras2_save_weights_layout_loads(tmp_path):
+    """tf.keras 2's ``save_weights("x.h5")``: ``layer_names`` at the root and weight names
+    with a ``:0`` suffix; the same numbers as lesson 002's file, laid out that way."""
+    import h5py
+
+    path = tmp_path / "lenet5_keras2.h5"
+    with h5py.File(LENET_H5) as src, h5py.File(path, "w") as out:
+        layers = src["model_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in layers.attrs["layer_names"]]
+        out.attrs["layer_names"] = [n.encode() for n in names]
+        out.attrs["keras_version"] = b"2.15.0"
+        for name in names:
+            group = out.create_group(name)
+            weights = []
+            for old in layers[name].attrs["weight_names"]:
+                old = old.decode() if isinstance(old, bytes) else old
+                new = f"{name}/{old.rsplit('/', 1)[-1]}:0"
+                group.create_dataset(new, data=layers[name][old][()])
+                weights.append(new.encode())
+            group.attrs["weight_names"] = weights
+    model = build("lenet5")
+    report = load_weights(model, path)
+    assert [k for k, _ in report.pairs] == ["C1", "C3", "C5", "F6", "dense_1"]
+    case = _case("lenet5")
+    with torch.no_grad():
+        out = model.eval()(case["x"]).numpy()
+    assert np.abs(out - np.load(FIXTURES / case["logits"])).max() <= 1e-4

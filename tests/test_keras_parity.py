@@ -81,7 +81,7 @@ def test_every_lesson_model_and_both_applications_are_covered():
     assert formats == {"weights.h5", "h5", "keras"}  # all three readers
 
 
-@pytest.mark.parametrize("name", ["fmnist_cnn", "inception_mini", "vgg6"])
+@pytest.mark.parametrize("name", ["fmnist_cnn", "inception_mini", "conv_stack_flowers"])
 def test_misordered_flatten_fails_the_parity_check(name, tmp_path):
     """Without the HWC -> CHW reordering the first Dense after the Flatten reads its inputs
     in the wrong order: the check must see it."""
