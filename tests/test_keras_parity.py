@@ -18,6 +18,8 @@ import torch
 
 from cnnlab.keras import load_weights
 from cnnlab.models import build
+from cnnlab.models.transfer import build_transfer_model
+from cnnlab.transfer.backbone import load_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 TOLERANCE = 1e-4  # fp32 logits, absolute
@@ -49,14 +51,25 @@ def keras_inputs(case: dict) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2)
 
 
-def max_diff(case: dict, tmp_path: Path, **load_kw) -> float:
-    """Largest |cnnlab logit - Keras logit| once the Keras weights are loaded."""
-    model = build(
+def cnnlab_model(case: dict) -> torch.nn.Module:
+    """The case's cnnlab twin: a zoo model, or ``transfer:BACKBONE:POOL``, a backbone with a
+    new head as ``cnnlab finetune`` builds it."""
+    if case["model"].startswith("transfer:"):
+        _, backbone, pool = case["model"].split(":")
+        h, w, _c = case["input_shape"].split("x")
+        trunk = load_backbone(backbone, weights="none", image_size=f"{h}x{w}").backbone
+        return build_transfer_model(trunk, case["classes"], pool=pool)
+    return build(
         case["model"],
         input_shape=case["input_shape"],
         num_classes=case["classes"],
         options=case["options"],
     )
+
+
+def max_diff(case: dict, tmp_path: Path, **load_kw) -> float:
+    """Largest |cnnlab logit - Keras logit| once the Keras weights are loaded."""
+    model = cnnlab_model(case)
     load_weights(model, weight_file(case, tmp_path), **load_kw)
     with torch.no_grad():
         out = model.eval()(keras_inputs(case)).numpy()
@@ -74,17 +87,21 @@ def test_every_lesson_model_and_both_applications_are_covered():
         "basic_cnn", "lenet5", "lenet5_classic", "fmnist_cnn", "fashion_cnn", "inception_mini",
         "mini_resnet", "mini_resnet_bn", "vgg6", "vgg10", "squeezenet_flowers",
         "squeezenet_flowers_bn", "simple_cnn_flowers", "conv_stack_flowers", "xception",
-        "mobilenet_v2",
+        "mobilenet_v2", "mobilenet_v2_transfer",
     }  # fmt: skip
     assert set(CASES) == expected
     formats = {Path(c.get("file", "x.weights.h5")).name.split(".", 1)[1] for c in CASES.values()}
     assert formats == {"weights.h5", "h5", "keras"}  # all three readers
 
 
-@pytest.mark.parametrize("name", ["fmnist_cnn", "inception_mini", "conv_stack_flowers"])
+FLATTENED = ["fmnist_cnn", "inception_mini", "conv_stack_flowers", "mobilenet_v2_transfer"]
+
+
+@pytest.mark.parametrize("name", FLATTENED)
 def test_misordered_flatten_fails_the_parity_check(name, tmp_path):
     """Without the HWC -> CHW reordering the first Dense after the Flatten reads its inputs
-    in the wrong order: the check must see it."""
+    in the wrong order: the check must see it (lesson 003's transfer head flattens in its
+    HeadPool, not an nn.Flatten)."""
     assert max_diff(CASES[name], tmp_path, permute_flatten=False) > 100 * TOLERANCE
 
 

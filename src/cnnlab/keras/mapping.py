@@ -122,33 +122,38 @@ def _kind(module: nn.Module) -> str:
 
 
 def mark_flattens(model: nn.Module, units: list[Unit], input_shape: Shape | None) -> None:
-    """Set ``flatten`` on each Dense whose input comes straight from an ``nn.Flatten`` of a
-    spatial map, by running one zero image through ``model`` (``input_shape`` is (C, H, W))."""
-    if not any(isinstance(m, nn.Flatten) for m in model.modules()):
+    """Set ``flatten`` on each Dense whose input is a flattened ``(C, H, W)`` map, by running
+    one zero image through ``model`` (``input_shape`` is (C, H, W)).
+
+    A Dense's 2-D input is taken for the flattened map when it has exactly as many features
+    as the last 4-D output of any module before it, whatever flattened it (an ``nn.Flatten``,
+    a transfer head, ``torch.flatten`` in a forward); a global pooling makes fewer features.
+    """
+    dense = {id(u.module): u for u in units if u.kind == "dense"}
+    if not dense:
         return
     if input_shape is None:
+        if not any(isinstance(m, nn.Flatten) for m in model.modules()):
+            return  # a pooled head: nothing is flattened from a map
         raise WeightsError(
             "the model flattens a feature map, and the Keras order of the flattened features "
             "depends on its size: pass input_shape (HxWxC), or build the model with cnnlab"
         )
-    dense = {id(u.module): u for u in units if u.kind == "dense"}
     last: list[tuple[int, ...] | None] = [None]
 
-    def on_flatten(_module: nn.Module, args: tuple) -> None:
-        last[0] = tuple(args[0].shape[1:]) if args[0].dim() == 4 else None
+    def on_output(_module: nn.Module, _args: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            last[0] = tuple(output.shape[1:])
 
     def on_dense(module: nn.Module, args: tuple) -> None:
         shape = last[0]
         flat = args[0].dim() == 2 and shape is not None and math.prod(shape) == args[0].shape[1]
         if flat and math.prod(shape[1:]) > 1:  # a 1x1 map flattens alike in both orders
             dense[id(module)].flatten = shape  # type: ignore[assignment]
-        last[0] = None
+        last[0] = None  # only the first Dense after the map reads it flattened
 
-    hooks = [
-        m.register_forward_pre_hook(on_flatten if isinstance(m, nn.Flatten) else on_dense)
-        for m in model.modules()
-        if isinstance(m, nn.Flatten) or id(m) in dense
-    ]
+    hooks = [m.register_forward_hook(on_output) for m in model.modules()]
+    hooks += [m.register_forward_pre_hook(on_dense) for m in model.modules() if id(m) in dense]
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
