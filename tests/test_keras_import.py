@@ -194,3 +194,44 @@ def test_keras2_save_weights_layout_loads(tmp_path):
     with torch.no_grad():
         out = model.eval()(case["x"]).numpy()
     assert np.abs(out - np.load(FIXTURES / case["logits"])).max() <= 1e-4
+
+
+def _one_conv_keras(path: Path, padding: str, strides: int) -> Path:
+    """A .keras archive of one Conv2D(8, 3x3) on RGB, as Keras 3 lays it out."""
+    import json
+    import zipfile
+
+    import h5py
+
+    weights = path.with_suffix(".weights.h5")
+    with h5py.File(weights, "w") as f:
+        group = f.create_group("layers/conv2d/vars")
+        group.attrs["name"] = "stem"
+        group["0"] = np.ones((3, 3, 3, 8), np.float32)
+        group["1"] = np.zeros(8, np.float32)
+    conv = {"name": "stem", "padding": padding, "strides": [strides, strides], "filters": 8}
+    layers = [{"class_name": "Conv2D", "config": conv}]
+    config = {"class_name": "Sequential", "config": {"name": "net", "layers": layers}}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.write(weights, "model.weights.h5")
+    return path
+
+
+@pytest.mark.parametrize(("padding", "strides", "ours", "warned"), [
+    ("same", 2, 1, True),          # TensorFlow pads bottom/right only, the module both sides
+    ("same", 2, "same", False),    # cnnlab's Conv2d pads like TensorFlow
+    ("same", 1, 1, False),         # at stride 1 a 3x3 'same' is symmetric
+    ("valid", 2, 0, False),
+])  # fmt: skip
+def test_same_padding_at_stride_2_on_a_symmetric_module_is_warned(
+    tmp_path, padding, strides, ours, warned
+):
+    from cnnlab.layers import Conv2d
+
+    path = _one_conv_keras(tmp_path / "net.keras", padding, strides)
+    report = load_weights(nn.Sequential(Conv2d(3, 8, 3, strides, ours)), path)
+    assert report.pairs == [("stem", "0")]
+    assert bool(report.warnings) == warned
+    if warned:
+        assert "'stem'" in report.warnings[0] and "cnnlab module '0'" in report.warnings[0]

@@ -84,6 +84,8 @@ def import_keras_cmd(
             "moving variance",
             highlight=False,
         )
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"run folder: {result.path}", highlight=False)
     if data is None:
         console.print(f"next: cnnlab eval {result.path} --data DATASET", highlight=False)

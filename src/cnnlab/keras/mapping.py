@@ -75,12 +75,15 @@ class Unit:
 class KerasLoadReport:
     """What :func:`load_weights` did: ``pairs`` of (Keras layer, cnnlab module) names in the
     model's order, the Dense whose rows were reordered from HWC to CHW, and the BatchNorms
-    whose epsilon differed (folded into the moving variance)."""
+    whose epsilon differed (folded into the moving variance); ``warnings``: differences the
+    weights cannot carry (a Keras ``same`` padding at stride 2 on a symmetrically padded
+    module), found where the file has a config."""
 
     path: str
     pairs: list[tuple[str, str]] = field(default_factory=list)
     flatten_permuted: list[str] = field(default_factory=list)
     epsilon_folded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def weight_units(model: nn.Module) -> list[Unit]:
@@ -344,4 +347,24 @@ def load_weights(
                 report.flatten_permuted.append(unit.name)
             if unit.kind == "batchnorm" and epsilon(layer) != unit.module.eps:
                 report.epsilon_folded.append(unit.name)
+            report.warnings += padding_warnings(unit, layer)
     return report
+
+
+def padding_warnings(unit: Unit, layer: KerasLayer) -> list[str]:
+    """A warning when Keras pads ``same`` at a stride over 1 (TensorFlow's split: only the
+    bottom/right at an even size) and the cnnlab module pads otherwise (symmetrically)."""
+    config = layer.config
+    if unit.kind not in ("conv", "depthwise", "separable") or config.get("padding") != "same":
+        return []
+    strides = tuple(config.get("strides") or (1, 1))
+    conv = unit.module.depthwise if unit.kind == "separable" else unit.module
+    ours = getattr(conv, "keras_padding", None)
+    if max(strides) <= 1 or ours == "same":
+        return []
+    padding = ours if ours is not None else conv.padding  # type: ignore[union-attr]
+    return [
+        f"Keras layer '{layer.name}' pads 'same' at stride {strides} (TensorFlow: bottom/right "
+        f"only at an even size) but cnnlab module '{unit.name}' pads {padding!r}: the outputs "
+        "differ unless that layer's input size is odd"
+    ]

@@ -143,7 +143,8 @@ def layer_configs(config: Any) -> dict[str, dict[str, Any]]:
         item = stack.pop()
         if isinstance(item, Mapping):
             inner = item.get("config")
-            if "class_name" in item and isinstance(inner, Mapping) and "name" in inner:
+            layer = "class_name" in item and "Policy" not in str(item["class_name"])
+            if layer and isinstance(inner, Mapping) and "name" in inner:  # not a dtype policy
                 found.setdefault(str(inner["name"]), {"class_name": item["class_name"], **inner})
             stack.extend(item.values())
         elif isinstance(item, list):

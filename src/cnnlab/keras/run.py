@@ -174,6 +174,7 @@ def _write(
             "pairs": [{"keras": k, "cnnlab": c} for k, c in report.pairs],
             "flatten_hwc_to_chw": report.flatten_permuted,
             "bn_epsilon_folded": report.epsilon_folded,
+            "warnings": report.warnings,
         },
     )
     write_text_atomic(folder.file(SUMMARY), summary(net).to_text() + "\n")
