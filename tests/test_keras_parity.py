@@ -51,7 +51,7 @@ def keras_inputs(case: dict) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2)
 
 
-def cnnlab_model(case: dict) -> torch.nn.Module:
+def cnnlab_model(case: dict, spec: Path | None = None) -> torch.nn.Module:
     """The case's cnnlab twin: a zoo model, or ``transfer:BACKBONE:POOL``, a backbone with a
     new head as ``cnnlab finetune`` builds it."""
     if case["model"].startswith("transfer:"):
@@ -60,16 +60,17 @@ def cnnlab_model(case: dict) -> torch.nn.Module:
         trunk = load_backbone(backbone, weights="none", image_size=f"{h}x{w}").backbone
         return build_transfer_model(trunk, case["classes"], pool=pool)
     return build(
-        case["model"],
+        spec or case["model"],
         input_shape=case["input_shape"],
         num_classes=case["classes"],
-        options=case["options"],
+        options=None if spec else case["options"],
     )
 
 
-def max_diff(case: dict, tmp_path: Path, **load_kw) -> float:
-    """Largest |cnnlab logit - Keras logit| once the Keras weights are loaded."""
-    model = cnnlab_model(case)
+def max_diff(case: dict, tmp_path: Path, spec: Path | None = None, **load_kw) -> float:
+    """Largest |cnnlab logit - Keras logit| once the Keras weights are loaded (into the zoo
+    model, or into the model ``spec`` builds)."""
+    model = cnnlab_model(case, spec)
     load_weights(model, weight_file(case, tmp_path), **load_kw)
     with torch.no_grad():
         out = model.eval()(keras_inputs(case)).numpy()
@@ -92,6 +93,17 @@ def test_every_lesson_model_and_both_applications_are_covered():
     assert set(CASES) == expected
     formats = {Path(c.get("file", "x.weights.h5")).name.split(".", 1)[1] for c in CASES.values()}
     assert formats == {"weights.h5", "h5", "keras"}  # all three readers
+
+
+SPECS = Path(__file__).parents[1] / "examples" / "specs"
+SPEC_TWINS = ["basic_cnn", "lenet5", "fmnist_cnn", "inception_mini", "mini_resnet"]
+
+
+@pytest.mark.parametrize("name", [*SPEC_TWINS, "mini_resnet_bn", "squeezenet_flowers"])
+def test_spec_twins_take_keras_weights_too(name, tmp_path):
+    """The spec files' models have other module names and nesting (a graph for the
+    branches): pairing goes by type and order, so they give Keras' logits as well."""
+    assert max_diff(CASES[name], tmp_path, spec=SPECS / f"{name}.yaml") <= TOLERANCE
 
 
 FLATTENED = ["fmnist_cnn", "inception_mini", "conv_stack_flowers", "mobilenet_v2_transfer"]
