@@ -130,25 +130,22 @@ def test_import_keras_mismatch_exits_2_with_one_line(tmp_path):
 def test_the_run_folder_feeds_predict_eval_visualize_report_and_finetune(tmp_path):
     from PIL import Image
 
-    run_dir = tmp_path / "run"
-    model_args = ["--model", "squeezenet_flowers", "--model-opt", "batchnorm=true"]
-    args = ["import-keras", str(FIXTURES / "squeezenet_flowers_bn.keras"), *model_args]
-    shape = ["--input-shape", "64x64x3", "--class-names", "a,b,c,d,e", "--run-dir", str(run_dir)]
-    runner = CliRunner()
-    result = runner.invoke(app, [*args, *shape])
-    assert result.exit_code == 0, result.output
-    image = tmp_path / "x.png"
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
-    predicted = runner.invoke(app, ["predict", str(run_dir), str(image)])
-    assert predicted.exit_code == 0 and "x.png:" in predicted.output, predicted.output
-    data = tmp_path / "flowers"
+    data = tmp_path / "flowers"  # the classes of the folder become the run's
     for n, name in enumerate("abcde"):
         (data / name).mkdir(parents=True)
         for i in range(3):
             pixels = np.full((64, 64, 3), 40 * n + i, np.uint8)
             Image.fromarray(pixels).save(data / name / f"{i}.png")
+    run_dir = tmp_path / "run"
+    model_args = ["--model", "squeezenet_flowers", "--model-opt", "batchnorm=true"]
+    args = ["import-keras", str(FIXTURES / "squeezenet_flowers_bn.keras"), *model_args]
+    more = ["--input-shape", "64x64x3", "--data", str(data), "--run-dir", str(run_dir)]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, *more])
+    assert result.exit_code == 0, result.output
     steps = [
-        ["eval", str(run_dir), "--data", str(data), "--split", "train", "--device", "cpu"],
+        ["predict", str(run_dir), str(data / "c" / "0.png")],
+        ["eval", str(run_dir), "--split", "train", "--device", "cpu"],
         ["visualize", "filters", str(run_dir), "--out", str(tmp_path / "f.png")],
         ["report", str(run_dir), "--samples", "0"],
         ["finetune", str(run_dir), "--data", str(data), "--freeze-epochs", "1", "--epochs",
@@ -157,6 +154,9 @@ def test_the_run_folder_feeds_predict_eval_visualize_report_and_finetune(tmp_pat
     for step in steps:
         out = runner.invoke(app, step)
         assert out.exit_code == 0, (step[0], out.output)
+    from cnnlab.train import load_run
+
+    assert load_run(run_dir).classes == list("abcde")
     assert (run_dir / "report.html").is_file()
     assert (tmp_path / "ft" / "finetune.yaml").is_file()
 
