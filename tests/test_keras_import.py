@@ -64,6 +64,7 @@ def test_a_module_without_keras_layer_is_named():
     message = _load_refused(model, LENET_H5)
     assert "cnnlab module 'extra'" in message and "(10, 10)" in message
     assert "no Keras layer left" in message
+    assert "Keras layer 'dense_1' (kernel (84, 10), bias (10,)), went into 'output'" in message
 
 
 def test_a_keras_layer_without_module_is_named():

@@ -262,7 +262,7 @@ def pair_layers(
                 pairs.append((unit, layers[i], values))
                 break
         else:
-            raise WeightsError(_missing(unit, [layers[i] for i in free], layers))
+            raise WeightsError(_missing(unit, [layers[i] for i in free], pairs))
     left = [k for k, u in zip(layers, used, strict=True) if not u]
     if left:
         taken = [u for u in units if left[0].kind in COMPATIBLE[u.kind]]
@@ -274,7 +274,7 @@ def pair_layers(
     return pairs
 
 
-def _missing(unit: Unit, free: list[KerasLayer], layers: Sequence[KerasLayer]) -> str:
+def _missing(unit: Unit, free: list[KerasLayer], pairs: list) -> str:
     if free:
         k = free[0]
         return (
@@ -282,11 +282,16 @@ def _missing(unit: Unit, free: list[KerasLayer], layers: Sequence[KerasLayer]) -
             "the Keras model and the cnnlab model differ here (check the model, its options, "
             "input shape and classes)"
         )
-    kinds = COMPATIBLE[unit.kind]
-    count = sum(k.kind in kinds for k in layers)
+    taken = [(u, k) for u, k, _ in pairs if k.kind in COMPATIBLE[unit.kind]]
+    last = (
+        f"; the last, Keras layer '{taken[-1][1].name}' ({taken[-1][1].shapes()}), went into "
+        f"'{taken[-1][0].name}'"
+        if taken
+        else ""
+    )
     return (
-        f"{unit.describe()} has no Keras layer left: the file's {count} {unit.kind} layers "
-        "are all taken by earlier modules (the Keras model has fewer layers)"
+        f"{unit.describe()} has no Keras layer left: the file's {len(taken)} {unit.kind} "
+        f"layers are all taken by earlier modules (the Keras model has fewer layers){last}"
     )
 
 
