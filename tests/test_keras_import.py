@@ -236,3 +236,22 @@ def test_same_padding_at_stride_2_on_a_symmetric_module_is_warned(
     assert bool(report.warnings) == warned
     if warned:
         assert "'stem'" in report.warnings[0] and "cnnlab module '0'" in report.warnings[0]
+
+
+def test_a_keras_layer_type_the_import_does_not_map_is_named(tmp_path):
+    """A Keras Normalization layer (mean, variance and an int counter) is no layer the import
+    maps: named, not silently skipped (its counter alone would be)."""
+    import h5py
+
+    path = tmp_path / "norm.weights.h5"
+    with h5py.File(path, "w") as f:
+        norm = f.create_group("layers/normalization/vars")
+        norm.attrs["name"] = "normalization"
+        norm["0"] = np.zeros((1, 1, 1, 1), np.float32)
+        norm["1"] = np.ones((1, 1, 1, 1), np.float32)
+        norm["2"] = np.int64(100)
+        seed = f.create_group("layers/dropout/seed_generator/vars")
+        seed["0"] = np.zeros(2, np.uint32)
+    message = _load_refused(build("lenet5"), path)
+    assert "Keras layer 'normalization'" in message and "does not map" in message
+    assert "dropout" not in message

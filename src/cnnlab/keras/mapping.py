@@ -31,7 +31,7 @@ from torch import nn
 
 from cnnlab.build_record import record_of
 from cnnlab.errors import WeightsError, first_line
-from cnnlab.keras.reader import KerasLayer, read_keras_file, role_names
+from cnnlab.keras.reader import KINDS, KerasLayer, read_keras_file, role_names
 from cnnlab.layers.conv import SeparableConv2d
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
@@ -251,6 +251,13 @@ def pair_layers(
         WeightsError: one line naming the Keras layer and the cnnlab module, with both shapes,
             for the first module without a fitting layer or the first layer left over.
     """
+    for layer in layers:
+        if layer.kind not in KINDS:
+            raise WeightsError(
+                f"Keras layer '{layer.name}' ({layer.kind}: {layer.shapes()}) is of a type the "
+                "import does not map (it maps Conv2D, DepthwiseConv2D, SeparableConv2D, Dense "
+                "and BatchNormalization)"
+            )
     used = [False] * len(layers)
     pairs = []
     for unit in units:

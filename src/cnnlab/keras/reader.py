@@ -178,7 +178,7 @@ def _read_keras3(f: h5py.File, configs: dict[str, dict[str, Any]]) -> list[Keras
     for parent, group in _vars_groups(f):
         keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
         weights = [np.asarray(group[k][()]) for k in keys]
-        if not weights or any(w.ndim == 0 or w.dtype.kind != "f" for w in weights):
+        if all(w.ndim == 0 or w.dtype.kind != "f" for w in weights):
             continue  # a Dropout's seed state, a metric's counters: no weights of a layer
         name = _text(group.attrs.get("name", parent or "(model)"))
         config = configs.get(name, {})
