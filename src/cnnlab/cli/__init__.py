@@ -11,6 +11,7 @@ from cnnlab.cli.common import console, user_errors
 from cnnlab.cli.compare import compare_cmd, report_cmd
 from cnnlab.cli.data import data_app
 from cnnlab.cli.finetune import finetune_cmd
+from cnnlab.cli.keras import import_keras_cmd
 from cnnlab.cli.lesson import lesson_cmd
 from cnnlab.cli.train import eval_cmd, predict_cmd, train_cmd
 from cnnlab.cli.visualize import visualize_app
@@ -30,6 +31,7 @@ app.command("train")(user_errors(train_cmd))
 app.command("eval")(user_errors(eval_cmd))
 app.command("predict")(user_errors(predict_cmd))
 app.command("finetune")(user_errors(finetune_cmd))
+app.command("import-keras")(user_errors(import_keras_cmd))
 app.command("compare")(user_errors(compare_cmd))
 app.command("report")(user_errors(report_cmd))
 app.command("lesson")(user_errors(lesson_cmd))
