@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnnlab.cli.common import console
-from cnnlab.cli.train import parse_model_options
+from cnnlab.cli.common import console, parse_model_options
 
 
 def import_keras_cmd(
