@@ -15,6 +15,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.train import TrainConfig, fit, load_run
 from cnnlab.train.checkpoint import load_weights
 from cnnlab.transfer import FinetuneConfig, finetune
+from cnnlab.viz.figures import save_stage_curves
 from transfer_helpers import write_digit_folder, write_run
 
 QUIET = {"progress": "none", "device": "cpu"}
@@ -68,6 +69,8 @@ def test_staged_unfreezing_beats_a_random_frozen_backbone(halves, lenet_run, tmp
     assert ours >= 0.88, staged.stages
     assert ours >= theirs + 0.08, (ours, theirs)
     assert staged.feature_cache and set(staged.stages) == {"1-head", "2-finetune"}
+    assert not (tmp_path / "staged" / "curves.png").exists()  # finetune draws nothing
+    assert save_stage_curves(staged) == tmp_path / "staged" / "curves.png"
     assert (tmp_path / "staged" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     run = load_run(tmp_path / "staged")  # the parent folder loads its last stage
     assert run.path.name == "2-finetune" and run.classes == ["5", "6", "7", "8", "9"]
@@ -236,6 +239,7 @@ def test_cli_finetune_then_eval_predict_resume(halves, lenet_run, tmp_path):
                  "--run-dir", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "cached backbone features" in result.output and "fine-tuning folder" in result.output
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # drawn by the CLI, not finetune
     assert cli("eval", out, "--device", "cpu").exit_code == 0
     assert (out / "1-head" / "eval-test" / "confusion.png").is_file()
     image = next((halves[1] / "test" / "7").iterdir())

@@ -90,7 +90,7 @@ def finetune_cmd(
     from cnnlab.data import DataConfig
     from cnnlab.train import TrainConfig
     from cnnlab.transfer import FinetuneConfig, finetune
-    from cnnlab.viz.figures import RunFigures  # each stage folder's curves.png, confusion.png
+    from cnnlab.viz.figures import RunFigures, save_stage_curves  # stage and parent pictures
 
     flags = locals()
     # the backbone decides the image size (FinetuneConfig.image_size overrides it)
@@ -103,6 +103,7 @@ def finetune_cmd(
     say = (lambda text: None) if quiet else (lambda text: console.print(text, highlight=False))
     with shown_warnings():
         result = finetune(backbone, data_cfg, cfg, options, print_fn=say, callbacks=[RunFigures()])
+    save_stage_curves(result)
     test = result.final_metrics.get("test") or result.final_metrics.get("val")
     if test and not quiet:
         console.print(

@@ -172,12 +172,14 @@ def finetune_accuracy(
     from cnnlab.errors import DataError, WeightsError
     from cnnlab.train import TrainConfig
     from cnnlab.transfer import finetune
+    from cnnlab.viz.figures import save_stage_curves
 
     cfg = TrainConfig(
         schedule=schedule, device=ctx.options.device, progress="none", run_dir=str(ctx.out / run)
     )
     try:
         result = finetune(backbone, data, cfg, opts, print_fn=ctx.say)
+        save_stage_curves(result)
     except WeightsError as err:
         ctx.needs(figure, _pct(lesson), f"ImageNet weights: {err}")
         return

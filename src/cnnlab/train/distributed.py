@@ -57,6 +57,11 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={text!r} is not an integer") from None
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a single process: the one that writes files."""
+    return _env_int("RANK", 0) == 0
+
+
 def setup(device_name: str = "auto") -> DistEnv:
     """Detect torchrun and join its process group (once); a single process otherwise.
 

@@ -138,7 +138,8 @@ def finetune(
         options: backbone, head and stage options.
         print_fn: where progress lines go.
         callbacks: hooks given to each stage's ``fit`` (e.g. the stage folders' figures,
-            ``cnnlab.viz.figures.RunFigures``).
+            ``cnnlab.viz.figures.RunFigures``). The parent folder's curves of both stages
+            are the caller's to draw: ``cnnlab.viz.figures.save_stage_curves(result)``.
 
     Raises:
         ConfigError, WeightsError, RunError, TrainingError: as their messages say.
@@ -174,8 +175,6 @@ def finetune(
         result.stopped = _run_stage(stage, cfg, model, loaders, opts, env, result, say, callbacks)
         if result.stopped not in ("completed", "early_stop"):
             break
-    if env.is_main:
-        _finish(parent, result)
     return result
 
 
@@ -318,12 +317,3 @@ def _record(
         "normalizer": pre.normalizer,
         "stages": list(STAGES),
     }
-
-
-def _finish(parent: Path, result: FinetuneResult) -> None:
-    """Curves of both stages in the parent folder, the unfreezing marked."""
-    from cnnlab.atomic import save_figure
-    from cnnlab.transfer.curves import plot_stages
-
-    if any(len(h) for h in result.stages.values()):
-        save_figure(plot_stages(result.stages), parent / "curves.png")

@@ -47,3 +47,21 @@ def plot_curves(history: list[dict], title: str | None = None) -> Figure:
         figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def plot_stages(stages: dict[str, list[dict]]) -> Figure:
+    """Loss and accuracy over the epochs of every stage in order (``{stage: epoch rows}``); a
+    vertical line where each later stage starts (the backbone is unfrozen there)."""
+    rows: list[dict] = []
+    starts: list[tuple[float, str]] = []
+    for name, epochs in stages.items():
+        if rows:
+            starts.append((len(rows) + 0.5, name))
+        rows += [dict(row, epoch=len(rows) + i + 1) for i, row in enumerate(epochs)]
+    figure = plot_curves(rows, title=" then ".join(stages))
+    for ax in figure.axes:
+        for x, name in starts:
+            ax.axvline(x, color="grey", linestyle=":", linewidth=1.5)
+            ax.annotate(name, (x, 0.5), xycoords=("data", "axes fraction"), rotation=90,
+                        ha="right", va="center", color="grey")  # fmt: skip
+    return figure
