@@ -309,3 +309,59 @@ def test_an_explicit_symmetric_padding_is_kept_and_warned(tmp_path):
     assert "chosen" not in result.output
     assert "warning: Keras layer 'Conv1' pads 'same'" in result.output
     assert "--model-opt padding=same" in result.output
+
+
+def _patch_declared_size(path: Path, member: str, size: int) -> None:
+    """Make the zip's headers declare ``size`` uncompressed bytes for ``member``, as a zip
+    bomb's do (a small deflated stream that inflates to gigabytes), without writing them."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local, central
+        start = data.find(signature)
+        while start != -1:
+            name_at = start + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at : name_at + len(name)] == name:
+                struct.pack_into("<I", data, start + offset, size)
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+
+
+def test_a_zip_bomb_member_is_refused_before_reading(tmp_path):
+    import shutil
+    import zipfile
+
+    path = tmp_path / "bomb.keras"
+    shutil.copy(FIXTURES / "squeezenet_flowers_bn.keras", path)
+    _patch_declared_size(path, "model.weights.h5", 0xFFFFFFF0)  # 4 GiB from 190 KB
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("model.weights.h5").file_size == 0xFFFFFFF0
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert str(path) in message and "'model.weights.h5'" in message
+    assert "4,294,967,280 bytes" in message and "limit of 2,147,483,648" in message
+
+
+def test_a_zip_of_too_many_members_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "many.keras"
+    source = FIXTURES / "squeezenet_flowers_bn.keras"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w") as z:
+        for info in src.infolist():
+            z.writestr(info, src.read(info))
+        for i in range(1001):
+            z.writestr(f"assets/{i}.txt", "")
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert str(path) in message and "1,004 zip members" in message and "1,000" in message
+
+
+def test_an_oversized_config_json_is_refused(tmp_path):
+    import shutil
+
+    path = tmp_path / "big_config.keras"
+    shutil.copy(FIXTURES / "squeezenet_flowers_bn.keras", path)
+    _patch_declared_size(path, "config.json", 100 * 1024**2)
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert "'config.json' declares 104,857,600 bytes" in message
+    assert "limit of 67,108,864" in message
