@@ -102,7 +102,8 @@ def test_every_lesson_model_and_both_applications_are_covered():
         "basic_cnn", "lenet5", "lenet5_classic", "fmnist_cnn", "fashion_cnn", "inception_mini",
         "mini_resnet", "mini_resnet_bn", "vgg6", "vgg10", "squeezenet_flowers",
         "squeezenet_flowers_bn", "simple_cnn_flowers", "conv_stack_flowers", "xception",
-        "mobilenet_v2", "mobilenet_v2_transfer", "mobilenet_v2_even",
+        "mobilenet_v2", "mobilenet_v2_transfer", "mobilenet_v2_even", "mobilenet_v2_64",
+        "xception_even",
     }  # fmt: skip
     assert set(CASES) == expected
     formats = {Path(c.get("file", "x.weights.h5")).name.split(".", 1)[1] for c in CASES.values()}
