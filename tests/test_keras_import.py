@@ -26,10 +26,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 LENET_H5 = FIXTURES / "lenet5.h5"  # legacy Keras .h5 model of lesson 002's LeNet-5
 
 
-def _case(name: str) -> dict:
+def _gen():
     spec = importlib.util.spec_from_file_location("weights_gen", FIXTURES / "weights_gen.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
+    return gen
+
+
+def _case(name: str) -> dict:
+    gen = _gen()
     case = next(c for c in gen.load_json(FIXTURES / "manifest.json")["cases"] if c["case"] == name)
     h, w, c = (int(v) for v in case["input_shape"].split("x"))
     x = gen.uniform(case["input_seed"], (case["batch"], h, w, c), 0.0, 1.0)
@@ -255,3 +260,108 @@ def test_a_keras_layer_type_the_import_does_not_map_is_named(tmp_path):
     message = _load_refused(build("lenet5"), path)
     assert "Keras layer 'normalization'" in message and "does not map" in message
     assert "dropout" not in message
+
+
+def _even_mobilenet_keras(tmp_path: Path) -> Path:
+    """Keras' MobileNetV2 (alpha 0.35, 32x32) as the .keras archive Keras saved: its
+    config.json and the model.weights.h5 its skeleton rebuilds."""
+    import zipfile
+
+    weights = _gen().write_skeleton(
+        _gen().load_json(FIXTURES / "mobilenet_v2_even.skeleton.json"), tmp_path / "w.h5"
+    )
+    path = tmp_path / "mobilenet_v2_even.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(FIXTURES / "mobilenet_v2_even.config.json", "config.json")
+        z.write(weights, "model.weights.h5")
+    return path
+
+
+MNV2_EVEN = ["--model", "mobilenet_v2", "--model-opt", "width_mult=0.35", "--classes", "5"]
+
+
+def test_import_keras_chooses_keras_padding_from_the_file(tmp_path):
+    """The .keras config says Conv1 pads 'same' at stride 2: import-keras builds
+    mobilenet_v2 with padding='same', records it in the run's model description, and the run
+    folder gives Keras' logits at 32x32 (every stride-2 input even)."""
+    run_dir = tmp_path / "run"
+    args = ["import-keras", str(_even_mobilenet_keras(tmp_path)), *MNV2_EVEN]
+    result = CliRunner().invoke(app, [*args, "--input-shape", "32x32x3", "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "padding=same chosen" in result.output and "'Conv1'" in result.output
+    assert "warning" not in result.output
+    from cnnlab.train import load_run
+
+    run = load_run(run_dir)
+    assert run.config["model"]["kwargs"] == {"width_mult": 0.35, "padding": "same"}
+    assert run.model.features[0][0].keras_padding == "same"  # rebuilt from the folder
+    case = _case("mobilenet_v2_even")
+    with torch.no_grad():
+        out = run.model.eval()(case["x"]).numpy()
+    assert np.abs(out - np.load(FIXTURES / case["logits"])).max() <= 1e-4
+
+
+def test_an_explicit_symmetric_padding_is_kept_and_warned(tmp_path):
+    args = ["import-keras", str(_even_mobilenet_keras(tmp_path)), *MNV2_EVEN]
+    more = ["--model-opt", "padding=symmetric", "--run-dir", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--input-shape", "32x32x3", *more])
+    assert result.exit_code == 0, result.output
+    assert "chosen" not in result.output
+    assert "warning: Keras layer 'Conv1' pads 'same'" in result.output
+    assert "--model-opt padding=same" in result.output
+
+
+def _patch_declared_size(path: Path, member: str, size: int) -> None:
+    """Make the zip's headers declare ``size`` uncompressed bytes for ``member``, as a zip
+    bomb's do (a small deflated stream that inflates to gigabytes), without writing them."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local, central
+        start = data.find(signature)
+        while start != -1:
+            name_at = start + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at : name_at + len(name)] == name:
+                struct.pack_into("<I", data, start + offset, size)
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+
+
+def test_a_zip_bomb_member_is_refused_before_reading(tmp_path):
+    import shutil
+    import zipfile
+
+    path = tmp_path / "bomb.keras"
+    shutil.copy(FIXTURES / "squeezenet_flowers_bn.keras", path)
+    _patch_declared_size(path, "model.weights.h5", 0xFFFFFFF0)  # 4 GiB from 190 KB
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("model.weights.h5").file_size == 0xFFFFFFF0
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert str(path) in message and "'model.weights.h5'" in message
+    assert "4,294,967,280 bytes" in message and "limit of 2,147,483,648" in message
+
+
+def test_a_zip_of_too_many_members_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "many.keras"
+    source = FIXTURES / "squeezenet_flowers_bn.keras"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w") as z:
+        for info in src.infolist():
+            z.writestr(info, src.read(info))
+        for i in range(1001):
+            z.writestr(f"assets/{i}.txt", "")
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert str(path) in message and "1,004 zip members" in message and "1,000" in message
+
+
+def test_an_oversized_config_json_is_refused(tmp_path):
+    import shutil
+
+    path = tmp_path / "big_config.keras"
+    shutil.copy(FIXTURES / "squeezenet_flowers_bn.keras", path)
+    _patch_declared_size(path, "config.json", 100 * 1024**2)
+    message = _load_refused(build("squeezenet_flowers", options={"batchnorm": True}), path)
+    assert "'config.json' declares 104,857,600 bytes" in message
+    assert "limit of 67,108,864" in message

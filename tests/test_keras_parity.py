@@ -9,6 +9,7 @@ No TensorFlow here: h5py reads the files.
 from __future__ import annotations
 
 import importlib.util
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -37,11 +38,19 @@ CASES = {c["case"]: c for c in gen.load_json(FIXTURES / "manifest.json")["cases"
 
 
 def weight_file(case: dict, tmp_path: Path) -> Path:
-    """The committed Keras file, or the one its skeleton rebuilds."""
+    """The committed Keras file, or the one its skeleton rebuilds (zipped with its Keras
+    config.json into a ``.keras`` archive where the case keeps one)."""
     if "file" in case:
         return FIXTURES / case["file"]
     skeleton = gen.load_json(FIXTURES / case["skeleton"])
-    return gen.write_skeleton(skeleton, tmp_path / f"{case['case']}.weights.h5")
+    weights = gen.write_skeleton(skeleton, tmp_path / f"{case['case']}.weights.h5")
+    if "config" not in case:
+        return weights
+    archive = tmp_path / f"{case['case']}.keras"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(FIXTURES / case["config"], "config.json")
+        z.write(weights, "model.weights.h5")
+    return archive
 
 
 def keras_inputs(case: dict) -> torch.Tensor:
@@ -51,7 +60,9 @@ def keras_inputs(case: dict) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2)
 
 
-def cnnlab_model(case: dict, spec: Path | None = None) -> torch.nn.Module:
+def cnnlab_model(
+    case: dict, spec: Path | None = None, options: dict | None = None
+) -> torch.nn.Module:
     """The case's cnnlab twin: a zoo model, or ``transfer:BACKBONE:POOL``, a backbone with a
     new head as ``cnnlab finetune`` builds it."""
     if case["model"].startswith("transfer:"):
@@ -63,14 +74,17 @@ def cnnlab_model(case: dict, spec: Path | None = None) -> torch.nn.Module:
         spec or case["model"],
         input_shape=case["input_shape"],
         num_classes=case["classes"],
-        options=None if spec else case["options"],
+        options=None if spec else {**case["options"], **(options or {})},
     )
 
 
-def max_diff(case: dict, tmp_path: Path, spec: Path | None = None, **load_kw) -> float:
+def max_diff(
+    case: dict, tmp_path: Path, spec: Path | None = None, options: dict | None = None, **load_kw
+) -> float:
     """Largest |cnnlab logit - Keras logit| once the Keras weights are loaded (into the zoo
-    model, or into the model ``spec`` builds)."""
-    model = cnnlab_model(case, spec)
+    model with the case's ``options`` updated by ``options``, or into the model ``spec``
+    builds)."""
+    model = cnnlab_model(case, spec, options)
     load_weights(model, weight_file(case, tmp_path), **load_kw)
     with torch.no_grad():
         out = model.eval()(keras_inputs(case)).numpy()
@@ -88,7 +102,8 @@ def test_every_lesson_model_and_both_applications_are_covered():
         "basic_cnn", "lenet5", "lenet5_classic", "fmnist_cnn", "fashion_cnn", "inception_mini",
         "mini_resnet", "mini_resnet_bn", "vgg6", "vgg10", "squeezenet_flowers",
         "squeezenet_flowers_bn", "simple_cnn_flowers", "conv_stack_flowers", "xception",
-        "mobilenet_v2", "mobilenet_v2_transfer",
+        "mobilenet_v2", "mobilenet_v2_transfer", "mobilenet_v2_even", "mobilenet_v2_64",
+        "xception_even",
     }  # fmt: skip
     assert set(CASES) == expected
     formats = {Path(c.get("file", "x.weights.h5")).name.split(".", 1)[1] for c in CASES.values()}
@@ -123,6 +138,15 @@ def test_unfolded_batchnorm_epsilon_fails_the_parity_check(tmp_path):
     case = CASES["mobilenet_v2"]
     assert max_diff(case, tmp_path) <= TOLERANCE
     assert max_diff(case, tmp_path, bn_epsilon=1e-5) > 10 * TOLERANCE
+
+
+def test_symmetric_padding_fails_the_parity_check_at_an_even_size(tmp_path):
+    """At 32x32 every stride-2 conv of Keras' MobileNetV2 pads only the bottom/right:
+    cnnlab's torchvision-style padding (1 on every side) takes the same weights, but its
+    logits are not Keras'; ``padding="same"`` gives them (test_logits_match_keras)."""
+    case = CASES["mobilenet_v2_even"]
+    assert case["options"]["padding"] == "same" and case["input_shape"] == "32x32x3"
+    assert max_diff(case, tmp_path, options={"padding": "symmetric"}) > 100 * TOLERANCE
 
 
 @pytest.mark.parametrize("name", [c for c, v in CASES.items() if "file" in v and "skeleton" in v])

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnlab.errors import ShapeError
+from cnnlab.errors import ConfigError, ShapeError
 from cnnlab.layers import Conv2d, SeparableConv2d, XceptionBlock, infer_output_shape
 from cnnlab.models import create_model
 from cnnlab.params import count_params
@@ -54,6 +54,23 @@ def test_mobilenet_v2_counts_match_keras_and_torchvision():
         ref = torchvision.models.mobilenet_v2()
     assert counts.trainable == sum(p.numel() for p in ref.parameters()) == 3_504_872
     assert (counts.total, counts.non_trainable) == (3_538_984, 34_112)
+
+
+def test_mobilenet_v2_same_padding_keeps_counts_and_keys_and_differs_only_at_even_sizes():
+    """padding="same" (Keras) takes the same weights; it pads bottom/right at an even size,
+    so the outputs equal the symmetric model's at 33x33 and differ at 32x32."""
+    torch.manual_seed(0)
+    sym = create_model("mobilenet_v2", num_classes=5, width_mult=0.35).eval()
+    same = create_model("mobilenet_v2", num_classes=5, width_mult=0.35, padding="same").eval()
+    same.load_state_dict(sym.state_dict(), strict=True)
+    assert count_params(same) == count_params(sym)
+    with torch.no_grad():
+        odd, even = torch.rand(2, 3, 33, 33), torch.rand(2, 3, 32, 32)
+        torch.testing.assert_close(same(odd), sym(odd))
+        ref = sym.features(even)
+        assert (same.features(even) - ref).abs().max() > 0.1 * ref.abs().max()
+    with pytest.raises(ConfigError, match="padding='valid' is not one of: symmetric, same"):
+        create_model("mobilenet_v2", padding="valid")
 
 
 def test_mobilenet_v2_rejects_bad_width():

@@ -83,6 +83,15 @@ def import_keras_cmd(
             "moving variance",
             highlight=False,
         )
+    for key, value in result.chosen.items():
+        layers = ", ".join(f"'{n}'" for n in result.chosen_for)
+        console.print(
+            f"  --model-opt {key}={value} chosen: Keras pads 'same' at stride 2 in layer(s) "
+            f"{layers} (TensorFlow: bottom/right only at an even size)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     for warning in report.warnings:
         console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"run folder: {result.path}", highlight=False)

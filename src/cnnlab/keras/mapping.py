@@ -76,14 +76,15 @@ class KerasLoadReport:
     """What :func:`load_weights` did: ``pairs`` of (Keras layer, cnnlab module) names in the
     model's order, the Dense whose rows were reordered from HWC to CHW, and the BatchNorms
     whose epsilon differed (folded into the moving variance); ``warnings``: differences the
-    weights cannot carry (a Keras ``same`` padding at stride 2 on a symmetrically padded
-    module), found where the file has a config."""
+    weights cannot carry, found where the file has a config: the Keras layers that pad
+    ``same`` at a stride over 1 onto a module padded otherwise are ``padding_mismatch``."""
 
     path: str
     pairs: list[tuple[str, str]] = field(default_factory=list)
     flatten_permuted: list[str] = field(default_factory=list)
     epsilon_folded: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    padding_mismatch: list[str] = field(default_factory=list)
 
 
 def weight_units(model: nn.Module) -> list[Unit]:
@@ -359,7 +360,10 @@ def load_weights(
                 report.flatten_permuted.append(unit.name)
             if unit.kind == "batchnorm" and epsilon(layer) != unit.module.eps:
                 report.epsilon_folded.append(unit.name)
-            report.warnings += padding_warnings(unit, layer)
+            mismatch = padding_warnings(unit, layer)
+            if mismatch:
+                report.warnings += mismatch
+                report.padding_mismatch.append(layer.name)
     return report
 
 
@@ -378,5 +382,6 @@ def padding_warnings(unit: Unit, layer: KerasLayer) -> list[str]:
     return [
         f"Keras layer '{layer.name}' pads 'same' at stride {strides} (TensorFlow: bottom/right "
         f"only at an even size) but cnnlab module '{unit.name}' pads {padding!r}: the outputs "
-        "differ unless that layer's input size is odd"
+        "differ unless that layer's input size is odd (pad it 'same': mobilenet_v2 "
+        "--model-opt padding=same, or padding: same in a spec)"
     ]

@@ -50,6 +50,11 @@ _CLASS_KINDS = {
 }
 KINDS = ("conv", "depthwise", "conv_or_depthwise", "separable", "dense", "batchnorm")
 _SKIP_ROOTS = ("optimizer",)  # a compiled model's .keras also stores the optimizer's slots
+# A .keras zip's limits, checked before anything is read: Keras writes 3 members (a few with
+# assets); the largest keras.applications model (ConvNeXtXLarge) has 1.4 GB of weights
+MAX_MEMBERS = 1000
+MAX_MEMBER_BYTES = 2 * 1024**3  # any member, and all together
+MAX_CONFIG_BYTES = 64 * 1024**2  # a JSON member (config.json: about 160 KB for MobileNetV2)
 
 
 @dataclass
@@ -101,7 +106,8 @@ def read_keras_file(path: str | Path) -> list[KerasLayer]:
     """The layers with weights of a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file.
 
     Raises:
-        WeightsError: a missing file, or one that is neither a Keras zip nor HDF5, naming it.
+        WeightsError: a missing file, one that is neither a Keras zip nor HDF5, or a zip over
+            the limits of :func:`check_archive`, naming it.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,6 +121,8 @@ def read_keras_file(path: str | Path) -> list[KerasLayer]:
             return _read_archive(path)
         with h5py.File(path, "r") as f:
             return _read_h5(f, configs=None)
+    except WeightsError:  # already names the file (a refused archive)
+        raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise WeightsError(
             f"'{path}' is not a readable Keras weight file (.keras, .weights.h5 or .h5): "
@@ -122,8 +130,41 @@ def read_keras_file(path: str | Path) -> list[KerasLayer]:
         ) from None
 
 
+def check_archive(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse a hostile ``.keras`` zip before reading any member: too many members, or a
+    member (a zip bomb's) or all of them together declaring more bytes than the limits.
+
+    Python's zipfile never inflates a member past the size its header declares, so checking
+    the declared sizes bounds what reading can take.
+
+    Raises:
+        WeightsError: naming the file, the member, its declared size and the limit.
+    """
+    members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise WeightsError(
+            f"'{path}' holds {len(members):,} zip members, more than the {MAX_MEMBERS:,} a "
+            ".keras file may (it has 3: metadata.json, config.json, model.weights.h5)"
+        )
+    for info in members:
+        limit = MAX_CONFIG_BYTES if info.filename.endswith(".json") else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise WeightsError(
+                f"'{path}': zip member '{info.filename}' declares {info.file_size:,} bytes "
+                f"uncompressed ({info.compress_size:,} compressed), over the limit of "
+                f"{limit:,}: not read (a zip bomb?)"
+            )
+    total = sum(info.file_size for info in members)
+    if total > MAX_MEMBER_BYTES:
+        raise WeightsError(
+            f"'{path}': its zip members declare {total:,} bytes uncompressed in all, over the "
+            f"limit of {MAX_MEMBER_BYTES:,}: not read (a zip bomb?)"
+        )
+
+
 def _read_archive(path: Path) -> list[KerasLayer]:
     with zipfile.ZipFile(path) as archive:
+        check_archive(path, archive)
         names = set(archive.namelist())
         if "model.weights.h5" not in names:
             raise WeightsError(f"'{path}' is a zip but holds no model.weights.h5 (not a .keras)")

@@ -25,14 +25,18 @@ from cnnlab.data.datasets import is_registered
 from cnnlab.data.folder import scan_folder
 from cnnlab.data.normalize import Normalizer
 from cnnlab.data.registry import dataset_info
-from cnnlab.errors import ConfigError, RunError, choices_text
+from cnnlab.errors import ConfigError, RunError, UnknownModelError, choices_text
 from cnnlab.keras.mapping import KerasLoadReport, load_weights
 from cnnlab.models import build
+from cnnlab.models.registry import check_model_options
 from cnnlab.shapes import hwc
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train.run import BEST, CONFIG, LAST, SUMMARY, RunFolder, new_run_path, versions
 
 RECORD = "keras.yaml"
+# the zoo option that pads stride-2 convs as Keras does (mobilenet_v2), chosen when the Keras
+# file pads 'same' at stride 2 where the model built with the caller's options does not
+KERAS_PADDING = {"padding": "same"}
 # Keras' input scalings: the lessons divide by 255; keras.applications' Xception and
 # MobileNetV2 take [-1, 1] (preprocess_input's "tf" mode), i.e. (x/255 - 0.5) / 0.5
 NORMALIZE = ("scale", "none", "tf")
@@ -40,12 +44,16 @@ NORMALIZE = ("scale", "none", "tf")
 
 @dataclass
 class KerasImport:
-    """The result of :func:`import_keras`: the run folder, the loaded model and the report."""
+    """The result of :func:`import_keras`: the run folder, the loaded model and the report;
+    ``chosen``: the model options the import chose from the Keras file (``padding``), for the
+    Keras layers ``chosen_for``."""
 
     path: Path
     model: nn.Module
     report: KerasLoadReport
     classes: list[str]
+    chosen: dict[str, Any] = dataclasses.field(default_factory=dict)
+    chosen_for: list[str] = dataclasses.field(default_factory=list)
 
 
 def import_keras(
@@ -78,6 +86,12 @@ def import_keras(
             lessons), ``none`` (0..255) or ``tf`` ([-1, 1], keras.applications).
         bn_epsilon: Keras BatchNormalization epsilon where the file does not record it.
 
+    Where the file's config shows a Keras ``same`` conv at stride 2 that ``model`` pads
+    symmetrically (TensorFlow pads only the bottom/right at an even size) and ``model`` is a zoo
+    model with a ``padding`` option the caller did not set (``mobilenet_v2``), the model is
+    built again with ``padding="same"``: the result's ``chosen``, recorded in the run's model
+    description. Otherwise the report's warnings say how to get it.
+
     Raises:
         WeightsError: the file does not fit the model (see :func:`load_weights`). RunError: a
         run folder that already holds a run. ConfigError: bad classes or normalization.
@@ -93,6 +107,14 @@ def import_keras(
         )
     classes = _classes(class_names, data, record.num_classes)
     report = load_weights(net, file, bn_epsilon=bn_epsilon)
+    chosen = _keras_padding(model, options or {}, report)
+    chosen_for = list(report.padding_mismatch) if chosen else []
+    if chosen:  # the same model padded like Keras: its weights are the same, its outputs Keras'
+        opts = {**(options or {}), **chosen}
+        net = build(model, input_shape=input_shape, num_classes=num_classes, options=opts)
+        report = load_weights(net, file, bn_epsilon=bn_epsilon)
+        record = record_of(net)
+        assert record is not None and record.input_shape is not None
     folder = _folder(run_dir, record.name)
     channels = record.input_shape[0]
     normalizer = (
@@ -100,8 +122,20 @@ def import_keras(
         if normalize == "tf"
         else Normalizer(normalize)
     )
-    _write(folder, net, file, report, classes, data, normalizer)
-    return KerasImport(folder.path, net, report, classes)
+    _write(folder, net, file, report, classes, data, normalizer, chosen, chosen_for)
+    return KerasImport(folder.path, net, report, classes, chosen, chosen_for)
+
+
+def _keras_padding(model: str | Path, options: Mapping[str, Any], report: KerasLoadReport) -> dict:
+    """``{"padding": "same"}`` when the Keras file pads ``same`` at stride 2 where ``model``
+    pads symmetrically, the zoo model has that option and the caller did not set it."""
+    if not report.padding_mismatch or KERAS_PADDING.keys() & set(options):
+        return {}
+    try:
+        check_model_options(str(model), dict(KERAS_PADDING))
+    except UnknownModelError:  # a spec file, or a zoo model without the option
+        return {}
+    return dict(KERAS_PADDING)
 
 
 def _classes(names: Sequence[str] | None, data: str | None, count: int) -> list[str]:
@@ -145,6 +179,8 @@ def _write(
     classes: list[str],
     data: str | None,
     normalizer: Normalizer,
+    chosen: Mapping[str, Any],
+    chosen_for: list[str],
 ) -> None:
     from cnnlab.summary import summary  # traces the model: loaded only to write a run
 
@@ -175,6 +211,8 @@ def _write(
             "flatten_hwc_to_chw": report.flatten_permuted,
             "bn_epsilon_folded": report.epsilon_folded,
             "warnings": report.warnings,
+            "options_chosen": dict(chosen),
+            "options_chosen_for": chosen_for,
         },
     )
     write_text_atomic(folder.file(SUMMARY), summary(net).to_text() + "\n")

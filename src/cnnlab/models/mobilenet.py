@@ -5,7 +5,10 @@ Module for module like torchvision's ``mobilenet_v2`` (``features.0`` conv-BN-Re
 Dropout, Linear), so torchvision's ImageNet weights load with ``strict=True`` and give the same
 outputs. Keras' ``MobileNetV2`` has the same parameters (3,538,984 with its 34,112 BN
 statistics); it pads stride-2 convs asymmetrically and uses BN eps 1e-3, torchvision pads
-symmetrically with eps 1e-5, which is what this model does.
+symmetrically with eps 1e-5, which is what this model does by default. With ``padding="same"``
+its stride-2 convs pad as Keras does (TensorFlow's ``same``: at an even size only the
+bottom/right, computed from the input at run time), so Keras' weights give Keras' outputs at
+every input size; the parameters are the same.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from cnnlab.errors import ShapeError
+from cnnlab.errors import ConfigError, ShapeError
 from cnnlab.layers import ConvBNAct, InvertedResidual
 from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
@@ -31,6 +34,8 @@ _SETTINGS = [
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 ]
+# how the stride-2 3x3 convs pad: torchvision's 1 on every side, or Keras/TensorFlow's 'same'
+PADDINGS = {"symmetric": 1, "same": "same"}
 
 
 def _make_divisible(value: float, divisor: int = 8) -> int:
@@ -49,6 +54,7 @@ class MobileNetV2(nn.Module):
             keeps 1280 channels below 1.0, as in the paper.
         include_top: with ``False`` the model returns the pooled ``(N, 1280)`` features.
         dropout: dropout probability before the classifier.
+        padding: ``"symmetric"`` (torchvision) or ``"same"`` (Keras; asymmetric at stride 2).
     """
 
     def __init__(
@@ -58,19 +64,24 @@ class MobileNetV2(nn.Module):
         width_mult: float = 1.0,
         include_top: bool = True,
         dropout: float = 0.2,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if not width_mult > 0:
             raise ShapeError(f"width_mult={width_mult!r} must be > 0")
+        if padding not in PADDINGS:
+            raise ConfigError(f"padding={padding!r} is not one of: {', '.join(PADDINGS)}")
+        pad = PADDINGS[padding]
         bn = {"batchnorm": True, "activation": "relu6", "indexed": True}
         channels = _make_divisible(32 * width_mult)
         last = _make_divisible(1280 * max(1.0, width_mult))
-        # symmetric padding 1 at stride 2, as torchvision (Keras pads bottom/right only)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, 2, 1, **bn)]
+        # symmetric padding 1 at stride 2 as torchvision, or Keras' (bottom/right at even sizes)
+        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, 2, pad, **bn)]
         for t, c, n, s in _SETTINGS:
             out = _make_divisible(c * width_mult)
             for i in range(n):
-                layers.append(InvertedResidual(channels, out, s if i == 0 else 1, t))
+                unit = InvertedResidual(channels, out, s if i == 0 else 1, t, padding=pad)
+                layers.append(unit)
                 channels = out
         layers.append(ConvBNAct(channels, last, 1, **bn))
         self.features = nn.Sequential(*layers)  # (1280, H/32, W/32)
@@ -105,6 +116,7 @@ def mobilenet_v2(
     include_top: bool = True,
     width_mult: float = 1.0,
     dropout: float = 0.2,
+    padding: str = "symmetric",
 ) -> nn.Module:
     """MobileNetV2: 17 inverted residual units with linear bottlenecks, ReLU6, 1280 features.
 
@@ -117,5 +129,9 @@ def mobilenet_v2(
         include_top: with ``False`` the model returns the pooled ``(N, 1280)`` features.
         width_mult: width multiplier (alpha in Keras): 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 ...
         dropout: dropout probability before the classifier.
+        padding: ``"symmetric"`` pads the stride-2 convs by 1 on every side (torchvision, whose
+            ImageNet weights it loads); ``"same"`` pads like Keras (TensorFlow's ``same``: only
+            the bottom/right at an even size), which Keras' weights need at even input sizes
+            (224, 192, 32 ...). ``cnnlab import-keras`` chooses it from the Keras file.
     """
-    return MobileNetV2(num_classes, input_shape[0], width_mult, include_top, dropout)
+    return MobileNetV2(num_classes, input_shape[0], width_mult, include_top, dropout, padding)
