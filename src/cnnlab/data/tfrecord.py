@@ -24,13 +24,19 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import EncodedImage, decode_files, first_image_size
+from cnnlab.data.decode import (
+    EncodedImage,
+    decode_files,
+    decode_image_bytes,
+    first_image_size,
+)
 from cnnlab.data.folder import DataWarning, channels_of_modes, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.tfrecord_read import iter_records, parse_example, tfrecord_stamp
@@ -252,6 +258,18 @@ def guess_channels_of(images: list[EncodedImage], sample: int = 16) -> int:
         except Exception:  # any bytes (PIL raises many kinds): no header
             continue
     return channels_of_modes(modes)
+
+
+def first_image_size_of(files: list[str], keys: TFRecordKeys, tries: int = 16) -> tuple | None:
+    """(H, W) of the first image among the first ``tries`` records of ``files[0]`` that
+    decodes, or None (an estimate for choosing memory or streaming; nothing is raised)."""
+    for record in islice(iter_records(files[0]), tries):
+        try:
+            found, _ = parse_example(record.data or b"", (keys.image,))
+            return tuple(decode_image_bytes(found[keys.image][1][0]).shape[1:])
+        except (ValueError, KeyError, IndexError, TypeError, DataError):
+            continue
+    return None
 
 
 def _decode(files: list[str], keys: TFRecordKeys, opts: LoadOptions, name: str) -> ImageSet:
