@@ -219,6 +219,21 @@ def test_one_hot_labels_and_bad_labels(tmp_path):
         _load(one, tfrecord_keys="label=y")
 
 
+def test_cli_packs_records_with_other_feature_names(tmp_path):
+    out = tmp_path / "pack"
+    args = ["data", "pack", str(SLIM), str(out), "--shards", "1", "--val-split", "0"]
+    result = CliRunner().invoke(app, [*args, "--tfrecord-keys", SLIM_KEYS])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["num_samples"] == 8 and manifest["classes"] == ["0", "1"]
+    assert manifest["source"]["keys"] == f"{SLIM_KEYS},name=label"
+    same = _record_file(
+        tmp_path / "same.tfrec", [_example(image=[_jpeg(i)], y=[i], n=[b"x"]) for i in (0, 1)]
+    )
+    with pytest.raises(DataError, match=r"class names \['x'\] belong to more than one"):
+        _load(same, tfrecord_keys="label=y,name=n")
+
+
 def test_seeded_byte_flips_never_crash_or_hang(tmp_path):
     whole = (FIXTURES / "flowers-00.tfrec").read_bytes()
     rng = random.Random(17)
@@ -277,7 +292,7 @@ def test_fit_trains_on_the_records(tmp_path):
     from cnnlab.train import TrainConfig, fit
 
     data = DataConfig(source=LESSON_GLOB, batch_size=8, val_split=0.25)
-    cfg = TrainConfig(epochs=3, run_dir=str(tmp_path / "run"), progress="none", device="cpu")
+    cfg = TrainConfig(epochs=2, run_dir=str(tmp_path / "run"), progress="none", device="cpu")
     history = fit("lenet5", data, cfg)
     assert history.final_metrics["val"]["count"] == 9
     assert history[-1]["loss"] < history[0]["loss"]  # each class has its own colour

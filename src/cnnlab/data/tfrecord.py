@@ -122,7 +122,8 @@ def tfrecord_files(source: str | os.PathLike) -> list[str]:
             raise DataError(f"{text}: no TFRecord file matches this pattern")
         return files
     if not os.path.isfile(text):
-        raise DataError(f"{text}: no such TFRecord file")
+        what = "not a regular file" if os.path.exists(text) else "no such TFRecord file"
+        raise DataError(f"{text}: {what}")
     return [text]
 
 
@@ -202,6 +203,12 @@ def _resolve_classes(samples: TFRecordSamples, raw: list, names: dict[int, str])
     elif all(isinstance(r, int) for r in raw):
         samples.classes = [names.get(i, str(i)) for i in range(max(raw) + 1)]
         samples.labels = list(raw)
+        twice = sorted({c for c in samples.classes if samples.classes.count(c) > 1})
+        if twice:
+            raise DataError(
+                f"{samples.images[0].source}: class names {twice[:5]} belong to more than one "
+                "class index; name the classes' feature with --tfrecord-keys name=FEATURE"
+            )
     else:
         raise DataError(
             f"{samples.images[0].source}: some records label by index and others by name; "
