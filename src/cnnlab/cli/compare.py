@@ -22,6 +22,7 @@ def compare_cmd(
         ),
     ],
     data: opt.Data = "digits",
+    tfrecord_keys: opt.TFRecordKeys = None,
     epochs: Annotated[int, opt.option("--epochs", "-e", help="Epochs for every model.")] = 10,
     seeds: Annotated[
         int, opt.option("--seeds", help="Runs per model (seeds --seed, --seed+1, ...).")

@@ -19,7 +19,11 @@ data_app = typer.Typer(
 )
 
 SourceArg = Annotated[
-    str, typer.Argument(help="Registered dataset (see `cnnlab data list`) or folder of images.")
+    str,
+    typer.Argument(
+        help="Registered dataset (see `cnnlab data list`), folder of images, shard pack, or "
+        "TFRecord files ('path/*.tfrec')."
+    ),
 ]
 ValSplitOpt = Annotated[
     float,
@@ -42,6 +46,7 @@ def load_options(
     strict: bool = False,
     root: Path | None = None,
     no_download: bool = False,
+    tfrecord_keys: str | None = None,
 ):
     """The LoadOptions the data flags describe (progress bars on)."""
     from cnnlab.data import LoadOptions, parse_image_size
@@ -55,6 +60,7 @@ def load_options(
         strict=strict,
         download=not no_download,
         progress=True,
+        tfrecord_keys=tfrecord_keys,
     )
 
 
@@ -108,12 +114,15 @@ def show_cmd(
     channels: opt.Channels = None,
     root: opt.Root = None,
     no_download: opt.NoDownload = False,
+    tfrecord_keys: opt.TFRecordKeys = None,
 ) -> None:
     """Write a PNG grid of sample images titled with their class names."""
     from cnnlab.data import load_dataset
     from cnnlab.viz.samples import sample_grid, save_figure
 
-    opts = load_options(image_size, channels, root=root, no_download=no_download)
+    opts = load_options(
+        image_size, channels, root=root, no_download=no_download, tfrecord_keys=tfrecord_keys
+    )
     with shown_warnings():
         images = load_dataset(source, split, opts)
     path = save_figure(sample_grid(images, count, cols, shuffle_seed), out)
@@ -150,11 +159,14 @@ def stats_cmd(
     strict: opt.Strict = False,
     root: opt.Root = None,
     no_download: opt.NoDownload = False,
+    tfrecord_keys: opt.TFRecordKeys = None,
 ) -> None:
     """Print images per class and split, image sizes, and per-channel mean/std."""
     from cnnlab.data.stats import dataset_stats
 
-    opts = load_options(image_size, channels, val_split, seed, strict, root, no_download)
+    opts = load_options(
+        image_size, channels, val_split, seed, strict, root, no_download, tfrecord_keys
+    )
     with shown_warnings():
         stats = dataset_stats(source, opts)
     for table in _stats_tables(stats):
@@ -182,11 +194,15 @@ def pack_cmd(
     ] = False,
     root: opt.Root = None,
     no_download: opt.NoDownload = False,
+    tfrecord_keys: opt.TFRecordKeys = None,
 ) -> None:
-    """Pack a folder or dataset into tar shards (WebDataset layout) for streaming."""
+    """Pack a folder, dataset or TFRecord files into tar shards (WebDataset layout) for
+    streaming."""
     from cnnlab.data.shards import pack_shards
 
-    opts = load_options(image_size, channels, val_split, seed, strict, root, no_download)
+    opts = load_options(
+        image_size, channels, val_split, seed, strict, root, no_download, tfrecord_keys
+    )
     with shown_warnings():
         manifest = pack_shards(source, out, shards, opts, overwrite=overwrite)
     for split, record in manifest["splits"].items():

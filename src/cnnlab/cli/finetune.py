@@ -31,6 +31,7 @@ def finetune_cmd(
         str, typer.Argument(help="Zoo model (vgg16, mobilenet_v2, resnet18 ...) or a run folder.")
     ],
     data: opt.Data = "digits",
+    tfrecord_keys: opt.TFRecordKeys = None,
     weights: Annotated[
         str | None,
         _ft("--weights", help="imagenet (zoo default), none, or a .safetensors/.pth/run folder."),

@@ -27,7 +27,21 @@ Model = Annotated[
 ]
 Data = Annotated[
     str,
-    option("--data", "-d", help="Dataset name or folder (see `cnnlab data list`).", panel=DATA),
+    option(
+        "--data",
+        "-d",
+        help="Dataset name, folder, pack, or TFRecord files 'path/*.tfrec' (`cnnlab data list`).",
+        panel=DATA,
+    ),
+]
+TFRecordKeys = Annotated[
+    str | None,
+    option(
+        "--tfrecord-keys",
+        help="TFRecord feature names, e.g. image=image/encoded,label=image/class/label "
+        "(default: lesson 003's image=image,label=class,name=label).",
+        panel=DATA,
+    ),
 ]
 BatchSize = Annotated[
     int, option("--batch-size", "-b", help="Batch size per process (Keras' 32).", panel=DATA)

@@ -73,6 +73,7 @@ def train_cmd(
     strict: opt.Strict = False,
     root: opt.Root = None,
     no_download: opt.NoDownload = False,
+    tfrecord_keys: opt.TFRecordKeys = None,
     model_opt: Annotated[
         list[str], opt.option("--model-opt", help="Model factory option NAME=VALUE (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
@@ -267,6 +268,7 @@ def eval_cmd(
         typer.Option("--precision", help="run (as in training, the default), fp32, bf16 or fp16."),
     ] = "run",
     device: opt.AnyDevice = "auto",
+    tfrecord_keys: opt.TFRecordKeys = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, most-confused pairs, worst
     images."""
@@ -285,6 +287,7 @@ def eval_cmd(
             worst=worst,
             precision=precision,
             figures=eval_figures,
+            tfrecord_keys=tfrecord_keys,
         )
     _print_eval(result)
 

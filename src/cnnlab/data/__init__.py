@@ -1,7 +1,8 @@
 """Datasets and input pipelines: registry, downloads, image folders, device batches, shards.
 
 - :func:`load_dataset` / :func:`load_splits`: a registered dataset (digits, mnist, fashion_mnist,
-  cifar10, flowers), a folder of images or a shard pack, decoded to uint8 :class:`ImageSet` s.
+  cifar10, flowers), a folder of images, a shard pack or TFRecord files, decoded to uint8
+  :class:`ImageSet` s.
 - :func:`build_loaders` with a :class:`DataConfig`: shuffled, augmented, normalized batches on
   the training device (:class:`DeviceLoader`), or streamed from shards (:class:`ShardLoader`).
 - :func:`pack_shards`: write tar shards (WebDataset layout) for streaming.

@@ -33,6 +33,9 @@ class LoadOptions:
         progress: show Rich progress bars for downloads and decoding.
         workers: decode processes for image folders (0: in this process; None: one per core).
         cache: read and write the decoded cache.
+        tfrecord_keys: feature names of TFRecord sources, as text
+            (``"image=image/encoded,label=image/class/label"``) or a dict; None: lesson 003's
+            (see :class:`~cnnlab.data.tfrecord.TFRecordKeys`).
     """
 
     root: Path | None = None
@@ -45,6 +48,7 @@ class LoadOptions:
     progress: bool = False
     workers: int | None = None
     cache: bool = True
+    tfrecord_keys: str | dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         # seeds reach torch.Generator/numpy as int64: a larger one was an internal OverflowError

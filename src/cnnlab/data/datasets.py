@@ -1,7 +1,8 @@
 """``load_dataset`` / ``load_splits``: any registered dataset, image folder or shard pack, decoded.
 
 A source is a registered name (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``,
-``flowers``), a path to a folder of images, or a shard pack written by ``cnnlab data pack``.
+``flowers``), a path to a folder of images, a shard pack written by ``cnnlab data pack``, or
+TFRecord files (a ``.tfrec`` path or a glob, :mod:`cnnlab.data.tfrecord`).
 A registered name wins over a folder of the same name in the working directory; write
 ``./digits`` for the folder.
 """
@@ -17,6 +18,7 @@ from cnnlab.data.folder import load_folder_splits
 from cnnlab.data.imageset import MAX_IMAGE_PIXELS, DatasetSplits, ImageSet, stratified_split
 from cnnlab.data.registry import _DATASETS, check_source, dataset_info
 from cnnlab.data.shards_read import is_shard_pack, load_pack_splits
+from cnnlab.data.tfrecord import is_tfrecord_source, load_tfrecord_splits
 from cnnlab.errors import DataError
 
 
@@ -65,7 +67,7 @@ def load_splits(
     """Load every split of ``source``, converted and with a validation split.
 
     Args:
-        source: registered dataset name or folder path.
+        source: registered dataset name, folder, shard pack, or TFRecord file or glob.
         options: a :class:`LoadOptions`; keyword ``overrides`` replace its fields
             (e.g. ``image_size=(32, 32)``, ``channels=3``, ``val_split=0.2``, ``root=...``).
 
@@ -86,6 +88,8 @@ def load_splits(
         splits = dataset_info(str(source)).loader(opts)
     elif is_shard_pack(source):
         splits = load_pack_splits(source, opts)
+    elif is_tfrecord_source(source):
+        splits = load_tfrecord_splits(source, opts)
     elif Path(source).expanduser().is_dir():
         splits = load_folder_splits(Path(source), opts)
     else:

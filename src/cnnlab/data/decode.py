@@ -22,6 +22,7 @@ import struct
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -263,20 +264,35 @@ class DecodeResult:
     resized: int = 0
 
 
-class _FileDecoder(Dataset):
-    """Decodes file ``i``; errors are returned, not raised, so one bad file stops nothing."""
+class EncodedImage(NamedTuple):
+    """An image's encoded bytes held in memory (a TFRecord's), and where they came from."""
 
-    def __init__(self, paths: Sequence[str], channels: int, size: tuple[int, int]):
-        self.paths, self.channels, self.size = paths, channels, size
+    source: str
+    data: bytes
+
+
+def _read_item(item: str | EncodedImage, channels: int) -> torch.Tensor:
+    """Decode a file path or an :class:`EncodedImage` (module level: workers pickle it)."""
+    if isinstance(item, EncodedImage):
+        return decode_image_bytes(item.data, channels, source=item.source)
+    return read_image(item, channels)
+
+
+class _FileDecoder(Dataset):
+    """Decodes item ``i`` (a path or an EncodedImage); errors are returned, not raised, so one
+    bad file stops nothing."""
+
+    def __init__(self, items: Sequence[str | EncodedImage], channels: int, size: tuple[int, int]):
+        self.items, self.channels, self.size = items, channels, size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.items)
 
     def __getitem__(self, i: int):
         try:
-            image = read_image(self.paths[i], self.channels)
+            image = _read_item(self.items[i], self.channels)
         except (CorruptImageError, OSError) as err:
-            message = str(err) if isinstance(err, CorruptImageError) else f"{self.paths[i]}: {err}"
+            message = str(err) if isinstance(err, CorruptImageError) else f"{self.items[i]}: {err}"
             return i, None, message, False
         resized = tuple(image.shape[1:]) != self.size
         if resized:
@@ -313,11 +329,11 @@ def image_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]] | None:
         return None
 
 
-def first_image_size(paths: Sequence[str], channels: int) -> tuple[int, int] | None:
-    """(H, W) of the first file in ``paths`` that decodes, or None if none does."""
+def first_image_size(paths: Sequence[str | EncodedImage], channels: int) -> tuple[int, int] | None:
+    """(H, W) of the first file (or EncodedImage) in ``paths`` that decodes, or None."""
     for path in paths:
         try:
-            return tuple(read_image(path, channels).shape[1:])
+            return tuple(_read_item(path, channels).shape[1:])
         except (CorruptImageError, OSError):
             continue
     return None
@@ -333,7 +349,7 @@ def default_workers(n_files: int) -> int:
 
 
 def decode_files(
-    paths: Sequence[str],
+    paths: Sequence[str | os.PathLike | EncodedImage],
     channels: int,
     size: tuple[int, int] | None = None,
     workers: int | None = None,
@@ -343,6 +359,8 @@ def decode_files(
 ) -> DecodeResult:
     """Decode ``paths`` into one uint8 (M, C, H, W) tensor, in parallel across processes.
 
+    ``paths`` are image files, or :class:`EncodedImage` s (bytes already read, e.g. TFRecords).
+
     Files that do not decode are skipped and listed in ``failures`` (``strict`` raises on the first
     one instead). Images of another size than ``size`` (default: the first image's size) are
     resized to it. Uses DataLoader worker processes, each decoding chunks of 256 files.
@@ -350,12 +368,12 @@ def decode_files(
     Raises:
         CorruptImageError: with ``strict``, for the first bad file; or when no file decodes.
     """
-    paths = [str(p) for p in paths]
+    paths = [p if isinstance(p, EncodedImage) else str(p) for p in paths]
     if size is None:
         size = first_image_size(paths, channels)
         if size is None:
             raise CorruptImageError(
-                f"none of the {len(paths)} files decodes as an image (first: {paths[:3]})"
+                f"none of the {len(paths)} files decodes as an image (first: {_names(paths)})"
             )
     size = (int(size[0]), int(size[1]))
     workers = default_workers(len(paths)) if workers is None else workers
@@ -384,3 +402,7 @@ def decode_files(
             f"none of the {len(paths)} files decodes as an image: {failures[:3]}"
         )
     return DecodeResult(out[index], index, failures, resized)
+
+
+def _names(items: Sequence[str | EncodedImage]) -> list[str]:
+    return [item.source if isinstance(item, EncodedImage) else item for item in items[:3]]

@@ -273,15 +273,22 @@ def scan_folder(root: str | os.PathLike) -> FolderLayout:
 def guess_channels(files: list[str], sample: int = 16) -> int:
     """1 if the first ``sample`` readable images are all grayscale, else 3 (headers only)."""
     headers = [image_header(p) for p in files[:: max(1, len(files) // sample)][:sample]]
-    modes = [h[0] for h in headers if h is not None]
+    return channels_of_modes([h[0] for h in headers if h is not None])
+
+
+def channels_of_modes(modes: list[str]) -> int:
+    """1 if every PIL mode in ``modes`` is grayscale (and there is one), else 3."""
     return 1 if modes and all(m in _GRAY_MODES or m.startswith("I;16") for m in modes) else 3
 
 
-def skipped_message(name: str, failures: list[str], total: int, shown: int = 3) -> str:
-    """One message for the files of ``name`` that could not be decoded: the first few + a count."""
+def skipped_message(
+    name: str, failures: list[str], total: int, shown: int = 3, unit: str = "files"
+) -> str:
+    """One message for the files (or records, ``unit``) of ``name`` that could not be decoded:
+    the first few + a count."""
     first = "; ".join(failures[:shown])
     more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
-    count = f"{len(failures)} of {total} files"
+    count = f"{len(failures)} of {total} {unit}"
     return f"{name}: skipped {count} that are not readable images: {first}{more}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class DataConfig:
         root: cache/download directory (default ``$CNNLAB_HOME`` or ``~/.cache/cnnlab``).
         download: allow downloads.
         progress: show progress bars while downloading, decoding and packing.
+        tfrecord_keys: feature names of a TFRecord source ("image=...,label=...,name=..." or
+            a dict); None: lesson 003's (image, class, label).
     """
 
     source: str = "digits"
@@ -74,6 +77,7 @@ class DataConfig:
     root: str | None = None
     download: bool = True
     progress: bool = False
+    tfrecord_keys: str | dict[str, str] | None = None
 
     def load_options(self) -> LoadOptions:
         """The :class:`LoadOptions` this config describes."""
@@ -87,6 +91,7 @@ class DataConfig:
             download=self.download,
             progress=self.progress,
             workers=self.workers,
+            tfrecord_keys=self.tfrecord_keys,
         )
 
     def augment_config(self) -> AugmentConfig:
@@ -157,6 +162,10 @@ def estimated_bytes(cfg: DataConfig) -> int | None:
         size = opts.image_size or tuple(manifest.get("image_size") or (0, 0))
         channels = opts.channels or manifest.get("channels") or 3
         return images_bytes(count, (channels, *size)) if all(size) else None
+    from cnnlab.data.tfrecord import is_tfrecord_source
+
+    if is_tfrecord_source(cfg.source):
+        return _tfrecord_bytes(cfg.source, opts)
     from cnnlab.data.decode import first_image_size
     from cnnlab.data.folder import guess_channels, scan_folder
 
@@ -165,6 +174,19 @@ def estimated_bytes(cfg: DataConfig) -> int | None:
     channels = opts.channels or guess_channels(files)
     size = opts.image_size or first_image_size(files, channels)
     return images_bytes(len(files), (channels, *size)) if size else None
+
+
+def _tfrecord_bytes(source: str, opts) -> int | None:
+    """Decoded size of TFRecord files: their record count (headers only) x the first image."""
+    from cnnlab.data.tfrecord import first_image_size_of, parse_tfrecord_keys, tfrecord_files
+    from cnnlab.data.tfrecord_read import count_records
+
+    files = tfrecord_files(source)
+    size = opts.image_size or first_image_size_of(files, parse_tfrecord_keys(opts.tfrecord_keys))
+    if size is None:
+        return None  # reading the data will say what is wrong with it
+    channels = opts.channels or 3  # an upper bound: grayscale takes a third
+    return images_bytes(sum(count_records(f) for f in files), (channels, *size))
 
 
 def choose_mode(cfg: DataConfig, device: str | torch.device = "cpu") -> str:
@@ -183,15 +205,23 @@ def pack_key(cfg: DataConfig) -> str:
     """Name of the cached pack of a non-pack source: what decides its content, hashed."""
     opts = cfg.load_options()
     source = cfg.source if is_registered(cfg.source) else str(Path(cfg.source).resolve())
-    if not is_registered(cfg.source):
+    from cnnlab.data.tfrecord import is_tfrecord_source
+
+    keys = None
+    if is_tfrecord_source(cfg.source):  # a glob: the files it matches now, not its text
+        from cnnlab.data.tfrecord import parse_tfrecord_keys, tfrecord_files
+        from cnnlab.data.tfrecord_read import tfrecord_stamp
+
+        source += "|" + "|".join(tfrecord_stamp(f) for f in tfrecord_files(cfg.source))
+        keys = parse_tfrecord_keys(opts.tfrecord_keys).text()
+    elif not is_registered(cfg.source):
         from cnnlab.data.folder import scan_folder
 
         layout = scan_folder(cfg.source)
         source += "|" + "|".join(s.fingerprint for s in layout.splits.values())
-    key = json.dumps(
-        [source, opts.image_size, opts.channels, opts.val_split, opts.seed], default=str
-    )
-    name = Path(cfg.source).name or "data"
+    parts = [source, opts.image_size, opts.channels, opts.val_split, opts.seed]
+    key = json.dumps(parts + ([keys] if keys else []), default=str)
+    name = re.sub(r"[^\w.-]", "_", Path(cfg.source).name) or "data"  # a glob's * too
     return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 

@@ -46,7 +46,7 @@ from cnnlab.atomic import atomic_path
 from cnnlab.data.batching import derive_seed
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
-from cnnlab.data.decode import default_workers, sniff_format
+from cnnlab.data.decode import EncodedImage, default_workers, sniff_format
 from cnnlab.data.folder import DataWarning, guess_channels, scan_folder, skipped_message
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
 from cnnlab.data.registry import dataset_info
@@ -58,6 +58,14 @@ from cnnlab.data.shards_read import (
     decode_sample,
     is_shard_pack,
     read_manifest,
+)
+from cnnlab.data.tfrecord import (
+    guess_channels_of,
+    is_tfrecord_source,
+    parse_tfrecord_keys,
+    read_tfrecords,
+    source_name,
+    tfrecord_files,
 )
 from cnnlab.errors import CorruptImageError, DataError
 from cnnlab.progress import progress_bar
@@ -126,6 +134,23 @@ class _FileEncoder:
             fmt = "jpeg" if fmt == "jpeg" else "png"
             data = _encode(image, fmt)
         return _prepared(data, fmt, image)
+
+
+@dataclass
+class _BytesEncoder:
+    """EncodedImage (a TFRecord's image) -> stored bytes, as :class:`_FileEncoder` does."""
+
+    channels: int
+    size: tuple[int, int] | None
+    reencode: bool
+
+    def __call__(self, item: EncodedImage) -> _Prepared:
+        image = decode_sample(item.data, self.channels, self.size, item.source)
+        fmt = sniff_format(item.data)
+        if self.reencode:
+            fmt = "jpeg" if fmt == "jpeg" else "png"
+            return _prepared(_encode(image, fmt), fmt, image)
+        return _prepared(item.data, fmt, image)
 
 
 @dataclass
@@ -230,6 +255,39 @@ def _plan_folder(root: Path, opts: LoadOptions) -> _PackPlan:
     )
 
 
+def _plan_tfrecord(source, opts: LoadOptions) -> _PackPlan:
+    """TFRecord files: their images keep their bytes (as a folder's files do), with a val split
+    carved from them as ``load_splits`` does; records that fail their CRC are named and left
+    out (``read_tfrecords``)."""
+    files = tfrecord_files(source)
+    samples = read_tfrecords(files, parse_tfrecord_keys(opts.tfrecord_keys), opts.strict)
+    if samples.problems:
+        message = skipped_message(source_name(files), samples.problems, samples.total, 3, "records")
+        warnings.warn(message, DataWarning, stacklevel=3)
+    items, labels = {"train": samples.images}, {"train": samples.labels}
+    if opts.val_split > 0:
+        keep, held = stratified_split(torch.tensor(samples.labels), opts.val_split, opts.seed)
+        for split, picked in (("train", keep.tolist()), ("val", held.tolist())):
+            items[split] = [samples.images[i] for i in picked]
+            labels[split] = [samples.labels[i] for i in picked]
+    channels = opts.channels or guess_channels_of(samples.images)
+    reencode = opts.channels is not None or opts.image_size is not None
+    encoder = _BytesEncoder(channels, opts.image_size, reencode)
+    name = source_name(files)
+    plans = {s: _SplitPlan(items[s], labels[s], encoder, f"{name}/{s}") for s in items if items[s]}
+    return _PackPlan(
+        samples.classes,
+        channels,
+        plans,
+        {
+            "kind": "tfrecord",
+            "path": str(source),
+            "keys": parse_tfrecord_keys(opts.tfrecord_keys).text(),
+        },
+        "reencoded" if reencode else "original",
+    )
+
+
 def _plan_source(source, opts: LoadOptions) -> _PackPlan:
     if isinstance(source, ImageSet):
         return _plan_imagesets(
@@ -240,6 +298,8 @@ def _plan_source(source, opts: LoadOptions) -> _PackPlan:
     if is_registered(source):
         splits = load_splits(source, opts)
         return _plan_imagesets(splits, opts, {"kind": "dataset", "name": str(source)})
+    if is_tfrecord_source(source):
+        return _plan_tfrecord(source, opts)
     path = Path(source).expanduser()
     if is_shard_pack(path):
         raise DataError(f"{path}: is already a shard pack; give a folder of images or a dataset")
@@ -444,7 +504,8 @@ def pack_shards(
 
     Args:
         source: a folder of images (any layout :func:`~cnnlab.data.folder.scan_folder` reads),
-            a registered dataset name, an :class:`ImageSet` (packed as the train split) or a
+            TFRecord files (a path or glob; their images keep their bytes), a registered dataset
+            name, an :class:`ImageSet` (packed as the train split) or a
             :class:`DatasetSplits`. Decoded sources are stored as PNG (lossless); a folder's
             files keep their original bytes unless ``image_size`` or ``channels`` is given.
         out_dir: the pack folder; created if missing.

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits
-from cnnlab.data.decode import image_header
+from cnnlab.data.decode import header_size, image_header, sniff_format
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.normalize import channel_stats
 from cnnlab.data.shards_read import is_shard_pack
+from cnnlab.data.tfrecord import (
+    is_tfrecord_source,
+    parse_tfrecord_keys,
+    read_tfrecords,
+    tfrecord_files,
+)
 
 
 @dataclass
@@ -73,7 +80,15 @@ def dataset_stats(
     splits = load_splits(source, options, **overrides)
     present = [s for s in (splits.train, splits.val, splits.test) if s is not None]
     sizes: Counter = Counter()
-    if not is_registered(source) and not is_shard_pack(source):
+    opts = dataclasses.replace(options or LoadOptions(), **overrides)
+    if is_tfrecord_source(source):
+        keys = parse_tfrecord_keys(opts.tfrecord_keys)
+        samples = read_tfrecords(tfrecord_files(source), keys)  # warned about when loaded
+        sizes = Counter(
+            header_size(image.data, sniff_format(image.data) or "") for image in samples.images
+        )
+        sizes.pop(None, None)  # a header that cannot be read
+    elif not is_registered(source) and not is_shard_pack(source):
         from cnnlab.data.folder import scan_folder
 
         layout = scan_folder(source)

@@ -201,11 +201,16 @@ def load_split_images(run: Run, data: str | None, split: str | None) -> ImageSet
     return _split_images(run, data, split)[2]
 
 
-def _split_images(run: Run, data: str | None, split: str | None) -> tuple[str, str, ImageSet]:
+def _split_images(
+    run: Run, data: str | None, split: str | None, tfrecord_keys: str | None = None
+) -> tuple[str, str, ImageSet]:
     """(the split, why it is evaluated, its images); None: see :func:`choose_split`."""
     if split is not None and split not in SPLITS:
         raise DataError(f"split {split!r} is not one of: {', '.join(SPLITS)}")
-    cfg = run.data_config(**({"source": data} if data else {}))
+    overrides = {"source": data} if data else {}
+    if tfrecord_keys:
+        overrides["tfrecord_keys"] = tfrecord_keys
+    cfg = run.data_config(**overrides)
     channels, height, width = run.input_shape
     splits = load_splits(
         cfg.source, cfg.load_options(), image_size=(height, width), channels=channels
@@ -267,6 +272,7 @@ def evaluate_run(
     worst: int = 30,
     precision: str = "run",
     figures: FiguresFn | None = None,
+    tfrecord_keys: str | None = None,
 ) -> EvalReport:
     """Evaluate a run folder's model on a split and write eval.json and report.txt.
 
@@ -284,12 +290,14 @@ def evaluate_run(
             "bf16" or "fp16".
         figures: draws the pictures into the output folder and returns them by role (the
             CLI passes :func:`cnnlab.viz.evaluation.eval_figures`); None draws nothing.
+        tfrecord_keys: feature names when ``data`` is TFRecord files with other names than
+            the run's (default: the run's, else lesson 003's).
 
     Returns:
         The metrics, per-class report, confusion matrix and written files.
     """
     run = load_run(run_dir, weights=weights, device=resolve_device(device))
-    split, reason, images = _split_images(run, data, split)
+    split, reason, images = _split_images(run, data, split, tfrecord_keys)
     dev = next(run.model.parameters()).device
     used = eval_precision(run, precision, dev)
     outputs = _outputs(run, images, dev, used, batch_size)

@@ -1,0 +1,224 @@
+"""TFRecord files without TensorFlow: the record framing with its CRC checks, and
+``tf.train.Example`` parsing.
+
+A TFRecord file is a sequence of records, each::
+
+    uint64 length              little-endian
+    uint32 masked_crc32c(length)
+    byte   data[length]
+    uint32 masked_crc32c(data)
+
+with ``masked = ((crc >> 15) | (crc << 17)) + 0xA282EAD8`` (CRC-32C, Castagnoli). A record whose
+data CRC fails is reported and skipped: its length was trusted, so the next record starts where
+it should. A length whose CRC fails, a length past the end of the file, or a cut-off header
+stops the file there (nothing after it can be found), reported with the record index and byte
+offset. A length is never used to allocate before it is checked against the bytes the file has
+left, so a hostile length (2^63) costs nothing.
+
+Why not the ``tfrecord`` package: it checks no CRC, and grows its buffer to 1.5x any declared
+length before reading. Here ``protobuf`` parses the Example (message classes built at run time
+from a small descriptor of TensorFlow's ``example.proto``/``feature.proto``: no generated code)
+and ``google-crc32c`` (Google's C library) computes the CRCs; both are the ``tfrecord`` extra.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.errors import DataError
+
+EXTRA_HINT = "pip install 'cnnlab[tfrecord]' (protobuf and google-crc32c)"
+_HEADER = struct.Struct("<QI")  # length, masked CRC of the length
+_FOOTER = struct.Struct("<I")  # masked CRC of the data
+_MASK_DELTA = 0xA282EAD8
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a TFRecord file: its bytes, or why it could not be read.
+
+    Attributes:
+        index: position of the record in its file (0-based).
+        offset: byte offset of the record's header.
+        data: the record's bytes; None when it is unreadable.
+        problem: why ``data`` is None ("" when it is not).
+        fatal: the file cannot be read past this record (a bad length or a truncated file).
+    """
+
+    index: int
+    offset: int
+    data: bytes | None
+    problem: str = ""
+    fatal: bool = False
+
+
+@functools.cache
+def _crc32c():
+    try:
+        import google_crc32c  # the tfrecord extra; imported on first read
+    except ImportError:
+        raise DataError(f"reading TFRecord files needs google-crc32c: {EXTRA_HINT}") from None
+    return google_crc32c.value
+
+
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of ``data``."""
+    crc = _crc32c()(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[Record]:
+    """The records of the TFRecord file at ``path``, in order, each checked against its CRCs.
+
+    Bad records come back as a :class:`Record` with ``data=None`` and the reason; after a
+    ``fatal`` one the iteration ends (see the module docstring).
+
+    Raises:
+        DataError: ``path`` is not a regular file (a FIFO would block).
+        OSError: it cannot be opened.
+    """
+    if not os.path.isfile(path):  # checked before opening: a FIFO would block the open
+        raise DataError(f"{path}: not a regular file; not read as TFRecords")
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        index, offset = 0, 0
+        while offset < size:
+            record = _next_record(handle, index, offset, size)
+            yield record
+            if record.fatal:
+                return
+            offset = handle.tell()  # also after a data CRC failure: its length was good
+            index += 1
+
+
+def _next_record(handle, index: int, offset: int, size: int) -> Record:
+    header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return Record(index, offset, None, f"truncated header ({len(header)} of 12 bytes)", True)
+    length, length_crc = _HEADER.unpack(header)
+    if masked_crc(header[:8]) != length_crc:
+        hint = " (not a TFRecord file?)" if index == 0 else ""
+        return Record(index, offset, None, f"length CRC mismatch{hint}", True)
+    left = size - offset - _HEADER.size - _FOOTER.size
+    if length > left:  # checked before anything is allocated
+        problem = f"declares {length:,} bytes, {max(left, 0):,} left (truncated)"
+        return Record(index, offset, None, problem, True)
+    data = handle.read(length)
+    (data_crc,) = _FOOTER.unpack(handle.read(_FOOTER.size))
+    if masked_crc(data) != data_crc:
+        return Record(index, offset, None, f"data CRC mismatch ({length:,} bytes)")
+    return Record(index, offset, data)
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """How many records ``path`` holds, from the headers alone (no data CRCs); a bad length
+    ends the count there."""
+    count, offset = 0, 0
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        while offset + _HEADER.size <= size:
+            header = handle.read(_HEADER.size)
+            length, length_crc = _HEADER.unpack(header)
+            offset += _HEADER.size + length + _FOOTER.size
+            if masked_crc(header[:8]) != length_crc or offset > size:
+                break
+            handle.seek(offset)
+            count += 1
+    return count
+
+
+# TensorFlow's tensorflow/core/example/{example,feature}.proto, as (message, [(field, number,
+# label, type, type name, oneof)]); only what an Example holds.
+_OPTIONAL, _REPEATED = 1, 3
+_BYTES, _FLOAT, _INT64, _STRING, _MESSAGE = 12, 2, 3, 9, 11
+_MESSAGES = (
+    ("BytesList", [("value", 1, _REPEATED, _BYTES, "", None)]),
+    ("FloatList", [("value", 1, _REPEATED, _FLOAT, "", None)]),
+    ("Int64List", [("value", 1, _REPEATED, _INT64, "", None)]),
+    (
+        "Feature",
+        [
+            ("bytes_list", 1, _OPTIONAL, _MESSAGE, ".cnnlab_tf.BytesList", 0),
+            ("float_list", 2, _OPTIONAL, _MESSAGE, ".cnnlab_tf.FloatList", 0),
+            ("int64_list", 3, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Int64List", 0),
+        ],
+    ),
+    ("Features", [("feature", 1, _REPEATED, _MESSAGE, ".cnnlab_tf.Features.FeatureEntry", None)]),
+    ("Example", [("features", 1, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Features", None)]),
+)
+
+
+def _add_fields(message, fields) -> None:
+    for name, number, label, kind, type_name, oneof in fields:
+        field = message.field.add(name=name, number=number, label=label, type=kind)
+        if type_name:
+            field.type_name = type_name
+        if oneof is not None:
+            field.oneof_index = oneof
+
+
+@functools.cache
+def example_class() -> type:
+    """The ``tf.train.Example`` message class (protobuf), built once from a descriptor."""
+    try:  # the tfrecord extra; imported on first read
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    except ImportError:
+        raise DataError(f"reading TFRecord files needs protobuf: {EXTRA_HINT}") from None
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="cnnlab_tf_example.proto", package="cnnlab_tf", syntax="proto3"
+    )
+    for name, fields in _MESSAGES:
+        message = proto.message_type.add(name=name)
+        _add_fields(message, fields)
+        if name == "Feature":
+            message.oneof_decl.add(name="kind")
+        if name == "Features":  # map<string, Feature> feature = 1;
+            entry = message.nested_type.add(name="FeatureEntry")
+            entry.options.map_entry = True
+            _add_fields(
+                entry,
+                [
+                    ("key", 1, _OPTIONAL, _STRING, "", None),
+                    ("value", 2, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Feature", None),
+                ],
+            )
+    pool = descriptor_pool.DescriptorPool()  # our own pool: no clash with TensorFlow's names
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("cnnlab_tf.Example"))
+
+
+FeatureValue = tuple[str, list]  # ("bytes" | "float" | "int64", values)
+
+
+def parse_example(data: bytes, wanted: tuple[str, ...]) -> tuple[dict[str, FeatureValue], list]:
+    """The features named in ``wanted`` of a serialized ``tf.train.Example``, and the names of
+    all its features (for an error message when one is missing).
+
+    Raises:
+        ValueError: ``data`` is not a serialized Example (protobuf's DecodeError).
+    """
+    example = example_class()()
+    try:
+        example.ParseFromString(data)
+    except Exception as err:  # protobuf's DecodeError (its class differs between backends)
+        raise ValueError(f"not a tf.train.Example ({err})") from None
+    features = example.features.feature
+    found = {}
+    for name in wanted:
+        if name in features:
+            feature = features[name]
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value) if kind else []
+            found[name] = ((kind or "empty").removesuffix("_list"), values)
+    return found, sorted(features.keys())
+
+
+def tfrecord_stamp(path: str | os.PathLike) -> str:
+    """ "path, size, modification time" of a TFRecord file, for cache keys."""
+    info = Path(path).stat()
+    return f"{Path(path).resolve()}\0{info.st_size}\0{info.st_mtime_ns}"
