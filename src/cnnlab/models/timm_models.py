@@ -51,7 +51,7 @@ def timm_available() -> bool:
     return importlib.util.find_spec("timm") is not None
 
 
-def require_timm(name: str = "timm models"):
+def require_timm(name: str = "this"):
     """The ``timm`` module.
 
     Raises:
@@ -61,7 +61,7 @@ def require_timm(name: str = "timm models"):
         import timm
     except ImportError:
         raise MissingDependencyError(
-            f"{name} need the optional package timm, which is not installed: {INSTALL}"
+            f"{name} needs the optional package timm, which is not installed: {INSTALL}"
         ) from None
     return timm
 
@@ -99,7 +99,7 @@ def default_input(name: str) -> Shape:
 
 def list_timm(pattern: str | None = None) -> list[str]:
     """``timm:NAME`` for timm's models matching ``pattern`` (a glob, or a substring)."""
-    timm = require_timm("cnnlab models --timm")
+    timm = require_timm("`cnnlab models --timm`")
     glob = pattern or "*"
     if not any(c in glob for c in "*?["):
         glob = f"*{glob}*"
