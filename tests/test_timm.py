@@ -140,6 +140,20 @@ def test_cli_models_timm_and_summary():
     assert "layer3.0 (Bottleneck)" in shown.output and "(None, 7)" in shown.output
 
 
+def test_compare_entries_take_timm_names_with_options():
+    from cnnlab.compare import parse_entries
+
+    plain, tuned = parse_entries([NAME, f"{NAME}:drop_rate=0.1"])
+    assert (plain.model, plain.options) == (NAME, {})
+    assert (tuned.model, tuned.options, tuned.slug) == (
+        NAME,
+        {"drop_rate": 0.1},
+        "timm_test_resnet_drop_rate-0.1",
+    )
+    with pytest.raises(UnknownModelError, match="timm:nonesuch"):
+        parse_entries(["timm:nonesuch"])
+
+
 def test_timm_absent_says_how_to_install(monkeypatch):
     from typer.testing import CliRunner
 

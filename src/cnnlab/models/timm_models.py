@@ -211,15 +211,16 @@ def _names(value: Any) -> list[str]:
 def _weights_error(name: str, cfg: Mapping[str, Any], source, err: BaseException) -> WeightsError:
     if source and not str(source).startswith("imagenet:"):
         return WeightsError(f"weights from {source} do not fit {name}: {first_line(err, 300)}")
-    where = (
-        f"the Hugging Face hub cache (repo {cfg['hf_hub_id']}, $HF_HOME/hub)"
-        if cfg.get("hf_hub_id")
-        else f"$TORCH_HOME/hub/checkpoints ({cfg.get('url')})"
-    )
+    if cfg.get("hf_hub_id"):
+        where = (
+            f"fill the Hugging Face hub cache ($HF_HOME/hub) with repo {cfg['hf_hub_id']} "
+            f"(`huggingface-cli download {cfg['hf_hub_id']}` where there is a network)"
+        )
+    else:
+        where = f"put {cfg.get('url')} into torch's hub cache ($TORCH_HOME/hub/checkpoints)"
     return WeightsError(
         f"could not get timm's pretrained weights for {name}: {first_line(err, 200)}. "
-        f"Offline, fill {where} elsewhere or pass a local file with --weights PATH "
-        "(.safetensors preferred)"
+        f"Offline, {where}, or pass a local file with --weights PATH (.safetensors preferred)"
     )
 
 
