@@ -167,3 +167,22 @@ def test_timm_absent_says_how_to_install(monkeypatch):
     result = CliRunner().invoke(app, ["summary", NAME])
     assert result.exit_code != 0
     assert "pip install 'cnnlab[timm]'" in result.output and "Traceback" not in result.output
+
+
+def test_a_vit_backbone_pools_its_tokens_and_freezes_every_parameter():
+    from cnnlab.models.transfer import build_transfer_model
+    from cnnlab.transfer.backbone import load_backbone
+
+    pre = load_backbone("timm:test_vit", "none", (32, 32))
+    model = build_transfer_model(pre.backbone, 4, pool="flatten", trainable="none")
+    assert model.feature_shape == (64,)  # timm's token pooling, not a map
+    blocks = [name for name, _ in backbone_blocks(model.backbone)]
+    assert blocks[0] == "patch_embed+cls_token+pos_embed" and blocks[-1] == "blocks.5+norm"
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        "head.1.weight",
+        "head.1.bias",
+    ]
+    model.train()
+    with_weights = [m for m in model.backbone.modules() if list(m.parameters(recurse=False))]
+    assert not any(m.training for m in with_weights)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)

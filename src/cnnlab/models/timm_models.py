@@ -241,30 +241,43 @@ def timm_trunk(model: nn.Module) -> nn.Module:
     """The feature trunk of a timm model: the model itself after ``reset_classifier(0, "")``
     (no classifier, no pooling: ``(N, C, H, W)`` maps); a model whose unpooled features are
     not such a map (a ViT's tokens) keeps timm's own pooling, ``(N, F)``."""
+    own_pool = getattr(model, "global_pool", None)  # a ViT's is a name ("token", "avg")
     model.reset_classifier(0, "")
     record = record_of(model)
     if record is not None and record.input_shape is not None:
         out = infer_output_shape(model, tuple(record.input_shape))
         if len(out) != 3 or getattr(model, "output_fmt", "NCHW") != "NCHW":
-            model.reset_classifier(0)
+            model.reset_classifier(0, own_pool if isinstance(own_pool, str) else "avg")
     return model
 
 
 def timm_blocks(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
     """The trunk's blocks as its ``group_matcher`` groups them (``coarse=False``: a ResNet's
     ``layer1.0``..., a stem first), input to output. A group held by several modules is
-    named ``"a+b"`` and given as an ``nn.ModuleList`` of them (the trunk is not changed)."""
+    named ``"a+b"`` and given as an ``nn.ModuleList`` of them (the trunk is not changed);
+    parameters outside its modules (a ViT's ``cls_token``) are named by their own names."""
     from timm.models import group_parameters  # timm is optional: only timm trunks get here
 
     groups = group_parameters(trunk, trunk.group_matcher(coarse=False))
     blocks: list[tuple[str, nn.Module]] = []
     for _, params in sorted(groups.items()):
         members = _covering_modules(trunk, set(params))
-        if not members:
+        covered = {f"{n}.{p}" for n, m in members for p, _ in m.named_parameters()}
+        loose = [p for p in params if p not in covered]  # a ViT's cls_token, pos_embed
+        modules = [m for _, m in members] + ([_holder(trunk, loose)] if loose else [])
+        if not modules:
             continue
-        module = members[0][1] if len(members) == 1 else nn.ModuleList(m for _, m in members)
-        blocks.append(("+".join(n for n, _ in members), module))
+        module = modules[0] if len(modules) == 1 else nn.ModuleList(modules)
+        blocks.append(("+".join([n for n, _ in members] + loose), module))
     return blocks
+
+
+def _holder(trunk: nn.Module, names: list[str]) -> nn.Module:
+    """A module holding the trunk's parameters ``names`` themselves (freezing it freezes them)."""
+    holder = nn.Module()
+    for name in names:
+        holder.register_parameter(name.replace(".", "_"), trunk.get_parameter(name))
+    return holder
 
 
 def _covering_modules(trunk: nn.Module, params: set[str]) -> list[tuple[str, nn.Module]]:

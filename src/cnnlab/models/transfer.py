@@ -169,7 +169,10 @@ class TransferModel(nn.Module):
         super().train(mode)
         for name in self.frozen_blocks:
             for part in name.split("+"):  # a timm group held by several modules: "a+b"
-                self.backbone.get_submodule(part).eval()
+                try:
+                    self.backbone.get_submodule(part).eval()
+                except AttributeError:  # a parameter (a ViT's cls_token): no mode to set
+                    continue
         return self
 
     @property
