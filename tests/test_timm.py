@@ -188,3 +188,16 @@ def test_a_vit_backbone_pools_its_tokens_and_freezes_every_parameter():
     ]
     assert not any(m.training for m in with_weights)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_lesson_003_xception_is_timms_keras_port(monkeypatch):
+    """timm's legacy_xception has the lesson's Keras Xception counts exactly (22,910,480 in
+    all, 54,528 BatchNorm statistics); without timm the lesson falls back to the zoo's."""
+    from cnnlab.lessons.l003 import COUNTS, xception_backbone
+
+    assert xception_backbone() == "timm:legacy_xception"
+    lines = "\n".join(summary(build("timm:legacy_xception", device="meta")).totals_lines())
+    assert f"Total params: {COUNTS['xception']['total']:,}" in lines
+    assert f"Non-trainable params: {COUNTS['xception']['non-trainable']:,}" in lines
+    monkeypatch.setitem(sys.modules, "timm", None)
+    assert xception_backbone() == "xception"
