@@ -105,7 +105,7 @@ def _print_explain(rows) -> None:
 
 def summary_cmd(
     model: Annotated[
-        str, typer.Argument(help="Registry name, spec file (.yaml/.json) or run folder.")
+        str, typer.Argument(help="Registry name, timm:NAME, spec file (.yaml/.json) or run folder.")
     ],
     input_shape: ShapeOpt = None,
     classes: Annotated[
