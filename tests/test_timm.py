@@ -74,7 +74,7 @@ def test_trained_run_rebuilds_and_reloads_from_a_local_file(timm_run, tmp_path):
     run.model.eval(), loaded.eval()
     torch.testing.assert_close(loaded(x), run.model(x))  # the head of 3 classes came too
     report = record_of(loaded).pretrained
-    assert report.source == str(file)
+    assert report.source == str(file) and not report.new_head
     assert report.mean == tuple(pretrained_config(NAME)["mean"])  # what timm's config says
 
 
@@ -116,9 +116,13 @@ def test_finetune_frozen_backbone_keeps_bn_bit_identical_then_last_block_trains(
 
 def test_weights_that_do_not_fit_are_named(tmp_path):
     other = create_model("timm:mobilenetv3_small_050", input_shape="32x32x3", num_classes=5)
-    file = tmp_path / "mobilenet.safetensors"
+    file = tmp_path / "resnet.safetensors"
     from safetensors.torch import save_file
 
+    save_file(create_model(NAME, num_classes=5).state_dict(), file)
+    renewed = create_model(NAME, num_classes=7, pretrained=file)  # another head: timm's rule
+    assert record_of(renewed).pretrained.new_head == ["fc.weight", "fc.bias"]
+    file = tmp_path / "mobilenet.safetensors"
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, file)
     with pytest.raises(WeightsError, match=r"mobilenet.safetensors do not fit.*missing keys"):
         create_model(NAME, input_shape="32x32x3", num_classes=5, pretrained=file)

@@ -151,7 +151,7 @@ def create_timm_model(
         raise _weights_error(name, cfg, source, err) from None
     record = BuildRecord(name, shape, classes, kind="registry", options=dict(kwargs))
     if pretrained is not None:
-        record = replace(record, pretrained=_report(model, cfg, source))
+        record = replace(record, pretrained=_report(model, {**cfg, **(overlay or {})}, source))
     attach(model, record)
     return model
 
@@ -225,7 +225,8 @@ def _weights_error(name: str, cfg: Mapping[str, Any], source, err: BaseException
 
 
 def _report(model: nn.Module, cfg: Mapping[str, Any], source: str | None) -> LoadReport:
-    """What timm loaded: every tensor but a new head's; the normalization of the weights."""
+    """What timm loaded: every tensor but a new head's (``cfg``: the pretrained config with
+    the overlay, whose ``num_classes`` is the weights' own); the normalization they expect."""
     heads = _names(cfg.get("classifier"))
     keys = list(model.state_dict())
     head = [k for k in keys if k.rsplit(".", 1)[0] in heads]
