@@ -74,3 +74,7 @@ class RunError(CnnlabError, ValueError):
 
 class WeightsError(CnnlabError, ValueError):
     """Pretrained weights that cannot be found, read or loaded (names the file and the keys)."""
+
+
+class MissingDependencyError(CnnlabError, ImportError):
+    """An optional package a feature needs is not installed (the message says how to get it)."""

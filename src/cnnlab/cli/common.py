@@ -29,7 +29,8 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` as one red error line on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message may hold brackets (pip install 'cnnlab[timm]'), never Rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -17,8 +17,8 @@ def compare_cmd(
     models: Annotated[
         list[str],
         typer.Argument(
-            help="Registry names or spec files, with options as MODEL:NAME=VALUE,... "
-            "(e.g. vgg10 vgg10:batchnorm=true)."
+            help="Registry names, timm:NAMEs or spec files, with options as MODEL:NAME=VALUE,... "
+            "(e.g. vgg10 vgg10:batchnorm=true timm:resnet18:drop_rate=0.2)."
         ),
     ],
     data: opt.Data = "digits",

@@ -28,13 +28,16 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def finetune_cmd(
     backbone: Annotated[
-        str, typer.Argument(help="Zoo model (vgg16, mobilenet_v2, resnet18 ...) or a run folder.")
+        str, typer.Argument(help="Zoo model (vgg16, resnet18 ...), timm:NAME or a run folder.")
     ],
     data: opt.Data = "digits",
     tfrecord_keys: opt.TFRecordKeys = None,
     weights: Annotated[
         str | None,
-        _ft("--weights", help="imagenet (zoo default), none, or a .safetensors/.pth/run folder."),
+        _ft(
+            "--weights",
+            help="imagenet (zoo/timm default), none, or a .safetensors/.pth/run folder.",
+        ),
     ] = None,
     head: Annotated[str, _ft("--head", help="gap or flatten the backbone's feature map.")] = "gap",
     hidden: Annotated[

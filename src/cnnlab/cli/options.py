@@ -23,7 +23,9 @@ def option(*names: str, help: str, panel: str = TRAIN, **kw):
 
 Model = Annotated[
     str,
-    typer.Argument(help="Registry name (see `cnnlab models`) or spec file (.yaml/.json)."),
+    typer.Argument(
+        help="Registry name (see `cnnlab models`), timm:NAME or spec file (.yaml/.json)."
+    ),
 ]
 Data = Annotated[
     str,

@@ -82,7 +82,10 @@ def pooling_cmd(
 
 
 SubjectArg = Annotated[
-    str, typer.Argument(help="A run folder, or a registry model / spec file (random weights).")
+    str,
+    typer.Argument(
+        help="A run folder, or a registry model / timm:NAME / spec file (random weights)."
+    ),
 ]
 ImageArg = Annotated[Path, typer.Argument(help="Image file, converted to the model's input.")]
 
@@ -210,7 +213,9 @@ DIAGRAM_SUFFIXES = (".png", ".svg", ".pdf")
 @visualize_app.command("graph")
 @user_errors
 def graph_cmd(
-    source: Annotated[str, typer.Argument(help="Registry model, spec file, or run folder.")],
+    source: Annotated[
+        str, typer.Argument(help="Registry model, timm:NAME, spec file, or run folder.")
+    ],
     depth: Annotated[int, typer.Option("--depth", help="1: top-level blocks; 2: inside them.")] = 1,
     input_shape: Annotated[
         str | None, typer.Option("--input-shape", help="HxWxC (default: the model's own).")

@@ -18,8 +18,18 @@ def models_cmd(
     filter: Annotated[
         str | None, typer.Option("--filter", "-f", help="Substring or glob, e.g. vgg or res*.")
     ] = None,
+    timm: Annotated[
+        str | None,
+        typer.Option(
+            "--timm",
+            help="List timm's models matching this glob or substring instead (needs timm).",
+        ),
+    ] = None,
 ) -> None:
     """List the model zoo: parameters and MACs at the default input, input shape, source."""
+    if timm is not None:
+        _timm_models(timm)
+        return
     from cnnlab.catalog import zoo_rows
 
     rows = zoo_rows(filter)
@@ -51,6 +61,24 @@ def models_cmd(
     console.print(table)
 
 
+def _timm_models(pattern: str) -> None:
+    """``cnnlab models --timm PATTERN``: timm names with their pretrained config."""
+    # timm (and torch) are imported only for --timm: plain `cnnlab models` stays fast
+    from cnnlab.models.timm_models import describe, list_timm
+
+    names = list_timm(pattern)
+    if not names:
+        fail(f"no timm model matches --timm {pattern!r}; try a shorter pattern, e.g. resnet")
+    table = Table(title=f"timm models matching {pattern!r} ({len(names)}); use as timm:NAME")
+    for col in ("name", "input", "interpolation", "mean", "std"):
+        table.add_column(col)
+    for name in names:
+        d = describe(name)
+        mean, std = (", ".join(f"{v:.3g}" for v in d[k]) for k in ("mean", "std"))
+        table.add_row(*cells(d["name"], d["input"], d["interpolation"], mean, std))
+    console.print(table)
+
+
 def _print_summary(s, explain_rows=None) -> None:
     table = Table(title=s.title, title_justify="left")
     for col in s.columns():
@@ -77,7 +105,7 @@ def _print_explain(rows) -> None:
 
 def summary_cmd(
     model: Annotated[
-        str, typer.Argument(help="Registry name, spec file (.yaml/.json) or run folder.")
+        str, typer.Argument(help="Registry name, timm:NAME, spec file (.yaml/.json) or run folder.")
     ],
     input_shape: ShapeOpt = None,
     classes: Annotated[

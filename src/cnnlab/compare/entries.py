@@ -11,6 +11,7 @@ import yaml
 
 from cnnlab.errors import ConfigError
 from cnnlab.models import is_spec_path
+from cnnlab.models.timm_models import PREFIX as TIMM_PREFIX
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,16 @@ class Entry:
 
 
 def parse_entry(text: str, common: dict[str, Any] | None = None) -> Entry:
-    """``"vgg10:batchnorm=true,dropout=0.3"`` to an :class:`Entry`; ``common`` options (from
+    """``"vgg10:batchnorm=true,dropout=0.3"`` (or ``"timm:resnet18:drop_rate=0.2"``) to an
+    :class:`Entry`; ``common`` options (from
     ``--model-opt``) apply to every registry model, the entry's own ones win.
 
     Raises:
         ConfigError: an empty name or an option that is not ``NAME=VALUE``.
     """
-    name, sep, rest = text.partition(":")
+    prefix = TIMM_PREFIX if text.startswith(TIMM_PREFIX) else ""  # timm:NAME[:OPTIONS]
+    name, sep, rest = text[len(prefix) :].partition(":")
+    name = prefix + name
     if sep and "=" not in rest and is_spec_path(text):  # C:\\net.yaml
         name, rest = text, ""
     name = name.strip()

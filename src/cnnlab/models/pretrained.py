@@ -88,7 +88,9 @@ def imagenet_weights(name: str, options: dict[str, Any] | None = None):
     if builder is None:
         raise WeightsError(
             f"model {name!r} has no published ImageNet weights in torchvision; models that do: "
-            f"{', '.join(sorted(TORCHVISION))}. Pass a local file instead (--weights PATH)"
+            f"{', '.join(sorted(TORCHVISION))}. Pass a local file instead (--weights PATH), or "
+            "use a timm model with weights (timm:NAME; `cnnlab models --timm PATTERN`; "
+            "Xception: timm:legacy_xception)"
         )
     if (options or {}).get("batchnorm") and builder.startswith("vgg"):
         builder += "_bn"

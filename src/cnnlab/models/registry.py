@@ -19,6 +19,13 @@ from torch import nn
 
 from cnnlab.build_record import BuildRecord, attach
 from cnnlab.errors import ConfigError, ShapeError, UnknownModelError
+from cnnlab.models.timm_models import (
+    arch_of,
+    create_timm_model,
+    default_input,
+    is_timm_name,
+    pretrained_config,
+)
 from cnnlab.patterns import match_names
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
@@ -100,11 +107,14 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
-    """Metadata of a registered model.
+    """Metadata of a registered model, or of a ``timm:NAME`` model (from timm's pretrained
+    config, without reference counts).
 
     Raises:
         UnknownModelError: naming the model and listing close or all valid names.
     """
+    if is_timm_name(name):
+        return _timm_info(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -124,12 +134,14 @@ def create_model(
     """Build a registered model.
 
     Args:
-        name: registry name (see ``list_models()``).
+        name: registry name (see ``list_models()``), or ``timm:NAME`` for any timm model
+            (built by ``timm.create_model``; see :mod:`cnnlab.models.timm_models`).
         num_classes: classes of the new head; default: the entry's.
         input_shape: ``"HxWxC"`` or an ``(H, W, C)`` tuple; default: the entry's. Changes the
             first layer's input channels and every size that depends on the image size.
         pretrained: ``"imagenet"`` (torchvision's published weights, downloaded through
-            torchvision into ``$TORCH_HOME``) or a ``.safetensors``/``.pth`` state dict or run
+            torchvision into ``$TORCH_HOME``; timm's default weights through its hub cache
+            for ``timm:NAME``) or a ``.safetensors``/``.pth`` state dict or run
             folder; see :mod:`cnnlab.models.pretrained`. A head of another class count is
             replaced (a warning says so); with ``include_top=False`` the weights' head is
             dropped; any other key mismatch raises WeightsError listing the keys.
@@ -145,13 +157,17 @@ def create_model(
         UnknownModelError: an unknown name or option. ConfigError: a bad ``num_classes``.
         ShapeError: an input the model cannot take.
     """
+    if is_timm_name(name):
+        return create_timm_model(
+            name,
+            num_classes=_checked_classes(name, num_classes),
+            input_shape=input_shape,
+            pretrained=pretrained,
+            **kwargs,
+        )
     info = model_info(name)
     shape = info.input_shape if input_shape is None else parse_input_shape(input_shape)
-    classes = info.num_classes if num_classes is None else num_classes
-    if classes is not None and (
-        isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0
-    ):
-        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
+    classes = _checked_classes(name, info.num_classes if num_classes is None else num_classes)
     check_model_options(name, kwargs)
     try:
         model = info.factory(num_classes=classes, input_shape=shape, **kwargs)
@@ -165,6 +181,34 @@ def create_model(
 
         attach(model, replace(record, pretrained=load_pretrained(model, pretrained)))
     return model
+
+
+def _checked_classes(name: str, classes: Any) -> int | None:
+    """``classes`` when None or a positive int; else ConfigError naming the model."""
+    if classes is not None and (
+        isinstance(classes, bool) or not isinstance(classes, int) or classes <= 0
+    ):
+        raise ConfigError(f"model {name!r}: num_classes={classes!r} must be a positive int")
+    return classes
+
+
+def _timm_info(name: str) -> ModelInfo:
+    """A ``timm:NAME`` model's metadata; its factory passes any option on to timm."""
+    cfg = pretrained_config(name)
+
+    def factory(num_classes=None, input_shape=None, **kwargs):
+        return create_timm_model(name, num_classes=num_classes, input_shape=input_shape, **kwargs)
+
+    return ModelInfo(
+        name=name,
+        factory=factory,
+        family="timm",
+        source="timm",
+        input_shape=default_input(name),
+        num_classes=int(cfg.get("num_classes") or 1000),
+        description=f"timm's {arch_of(name)}",
+        reference="timm pretrained config",
+    )
 
 
 def check_model_options(name: str, options: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from cnnlab.build_record import BuildRecord, attach
 from cnnlab.errors import ConfigError, WeightsError
 from cnnlab.layers import GlobalAvgPool2d, infer_output_shape
+from cnnlab.models.timm_models import is_timm_model, timm_blocks, timm_trunk
 from cnnlab.shapes import Shape
 
 HEADS = ("gap", "flatten")
@@ -167,7 +168,11 @@ class TransferModel(nn.Module):
         BatchNorm statistics must not move (the Keras fine-tuning pitfall)."""
         super().train(mode)
         for name in self.frozen_blocks:
-            self.backbone.get_submodule(name).eval()
+            for part in name.split("+"):  # a timm group held by several modules: "a+b"
+                try:
+                    self.backbone.get_submodule(part).eval()
+                except AttributeError:  # a parameter (a ViT's cls_token): no mode to set
+                    continue
         return self
 
     @property
@@ -183,7 +188,10 @@ class TransferModel(nn.Module):
 
 def backbone_blocks(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
     """The backbone's units with parameters, input to output: its children, and the children
-    of container children (ResNet's ``layer1..4``, VGG's and MobileNet's ``features``)."""
+    of container children (ResNet's ``layer1..4``, VGG's and MobileNet's ``features``); for a
+    timm backbone, the blocks its ``group_matcher`` names (see :func:`timm_blocks`)."""
+    if is_timm_model(trunk):
+        return timm_blocks(trunk)
     blocks: list[tuple[str, nn.Module]] = []
     for name, child in trunk.named_children():
         if type(child) is nn.Sequential:
@@ -239,7 +247,10 @@ def set_trainable(model: TransferModel, spec: str) -> list[str]:
 
 
 def feature_trunk(model: nn.Module) -> nn.Module:
-    """The part of a headless model that yields its feature map (see the module docstring)."""
+    """The part of a headless model that yields its feature map (see the module docstring);
+    a timm model's is itself without classifier and pooling (:func:`timm_trunk`)."""
+    if is_timm_model(model):
+        return timm_trunk(model)
     features = getattr(model, "features", None)
     kind = type(model).__name__
     if isinstance(features, nn.Module) and kind in ("MobileNetV2", "SqueezeNet", "VGG"):

@@ -152,9 +152,12 @@ def open_run_folder(
 
 
 def new_run_path(root: Path, name: str) -> Path:
-    """A new folder ``root/<name>-<timestamp>`` (``-2``, ``-3`` ... if taken), created."""
+    """A new folder ``root/<name>-<timestamp>`` (``-2``, ``-3`` ... if taken; ``:`` in the
+    name becomes ``-``), created."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = root / f"{name}-{stamp}"
+    # timm:resnet18 -> timm-resnet18: no ':' in a folder name (Windows; and a bare folder
+    # name must not read as a timm model name)
+    base = root / f"{name.replace(':', '-')}-{stamp}"
     path, n = base, 1
     while True:
         try:

@@ -15,6 +15,7 @@ from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.layers import infer_output_shape
 from cnnlab.models import build, model_info, record_of
 from cnnlab.models.pretrained import LoadReport, load_pretrained, load_state, read_state_dict
+from cnnlab.models.timm_models import is_timm_name
 from cnnlab.models.transfer import Backbone, feature_trunk, strip_last_linear
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 from cnnlab.train.run import RunFolder
@@ -46,7 +47,7 @@ def load_backbone(
     """The backbone ``source`` names, with its weights.
 
     Args:
-        source: a zoo model name or a cnnlab run folder.
+        source: a zoo model name, ``timm:NAME`` or a cnnlab run folder.
         weights: ``"imagenet"`` (default for zoo models), ``"none"`` (random init), or a
             ``.safetensors``/``.pth`` file or run folder; for a run folder source, default its
             own best weights.
@@ -75,6 +76,8 @@ def _from_zoo(
     channels, height, width = info.input_shape
     if size is not None:
         height, width = size
+    if is_timm_name(name):
+        return _from_timm(name, weights, (channels, height, width))
     options = _headless_options(info.factory)
     classes = None if options else (info.num_classes or 10)
     model = build(name, num_classes=classes, input_shape=(height, width, channels), options=options)
@@ -89,6 +92,19 @@ def _from_zoo(
         normalizer = {"mode": "standardize", "mean": list(report.mean), "std": list(report.std)}
     backbone = Backbone(feature_trunk(model), (channels, height, width), desc, name)
     return PretrainedBackbone(backbone, report, normalizer)
+
+
+def _from_timm(name: str, weights: str, shape: Shape) -> PretrainedBackbone:
+    """A ``timm:NAME`` backbone: timm loads the weights at build time (its hub cache, or a
+    local file), and its pretrained config gives the normalization they expect."""
+    pretrained = None if weights == "none" else weights
+    model = build(name, input_shape=hwc(shape), pretrained=pretrained)
+    report = record_of(model).pretrained
+    desc = {"model": record_of(model).description(), "strip": None}
+    normalizer = None
+    if report is not None and report.mean is not None:
+        normalizer = {"mode": "standardize", "mean": list(report.mean), "std": list(report.std)}
+    return PretrainedBackbone(Backbone(feature_trunk(model), shape, desc, name), report, normalizer)
 
 
 def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> PretrainedBackbone:
@@ -114,7 +130,8 @@ def _from_run(path: Path, weights: str | None, size: tuple[int, int] | None) -> 
             head = set(build(full, device="meta").state_dict()) - set(model.state_dict())
             state = {k: v for k, v in state.items() if k not in head}
         report = load_state(model, state, str(source), warn=False)
-    strip = None if headless else strip_last_linear(model)
+    # a timm model loses its classifier in feature_trunk (reset_classifier)
+    strip = None if headless or is_timm_name(desc.get("name")) else strip_last_linear(model)
     normalizer = config["data"].get("normalizer")
     name = f"{desc.get('name')}-{path.name}"
     model_desc = record_of(model).description()
