@@ -74,3 +74,7 @@ class RunError(CnnlabError, ValueError):
 
 class WeightsError(CnnlabError, ValueError):
     """Pretrained weights that cannot be found, read or loaded (names the file and the keys)."""
+
+
+class ExportError(CnnlabError, RuntimeError):
+    """A model that cannot be exported or whose export disagrees with it (names the layer)."""
