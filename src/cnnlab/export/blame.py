@@ -35,9 +35,7 @@ def module_stack(model: nn.Module) -> Iterator[ModuleStack]:
     stack = ModuleStack()
     handles = []
     for name, module in model.named_modules():
-        handles.append(
-            module.register_forward_pre_hook(lambda *_, n=name: stack.running.append(n))
-        )
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: stack.running.append(n)))
         handles.append(module.register_forward_hook(lambda *_, n=name: _pop(stack, n)))
     try:
         yield stack
@@ -87,9 +85,11 @@ def layer_of_failed_node(message: str, graphs: list) -> str | None:
     return None
 
 
-def export_failure(model: nn.Module, layer: str | None, fmt: str, err: BaseException) -> ExportError:
+def export_failure(
+    model: nn.Module, layer: str | None, fmt: str, err: BaseException, reason: str | None = None
+) -> ExportError:
     """An ExportError naming the layer ``fmt`` could not export, and the exporter's reason."""
-    reason = _reason(err)
+    reason = reason or _reason(err)
     return ExportError(f"cannot export to {fmt}: {describe(model, layer)} failed: {reason}")
 
 

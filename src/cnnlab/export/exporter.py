@@ -103,7 +103,9 @@ def export_run(
         split, pixels = parity_pixels(run, parity_images)
         parity = check_parity(run, load_exported(path), pixels, split)
         if not parity.ok:
-            raise ExportError(f"'{path}' disagrees with the PyTorch model (kept): {parity.to_text()}")
+            raise ExportError(
+                f"'{path}' disagrees with the PyTorch model (kept): {parity.to_text()}"
+            )
     return ExportResult(path, format, meta, parity)
 
 

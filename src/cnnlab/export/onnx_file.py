@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import logging
 import warnings
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ def write_onnx(
 def _export_dynamo(model: nn.Module, example: torch.Tensor, dynamic_batch: bool, opset):
     """torch.export, then the ONNX translation; each failure names its layer."""
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with module_stack(model) as stack:
+    with module_stack(model) as stack, _quiet_torch_logs():
         try:
             program = torch.export.export(model, (example,), dynamic_shapes=shapes, strict=False)
         except Exception as err:  # the exporter raises many types; each names a layer here
@@ -93,13 +95,25 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, dynamic_batch: bool,
             )
     except Exception as err:
         graphs = [program.graph]
-        try:
+        with suppress(Exception):  # the decomposed graph only helps find the layer
             graphs.append(program.run_decompositions().graph)
-        except Exception:  # the decomposed graph only helps find the layer
-            pass
         layer = layer_of_failed_node(str(err) + str(err.__cause__ or ""), graphs)
         raise export_failure(model, layer, "ONNX", err) from None
     return onnx_program.model_proto
+
+
+@contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export prints a failed graph to stderr and logs warnings about it; the
+    ExportError says what failed, on one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _export_legacy(model: nn.Module, example: torch.Tensor, dynamic_batch: bool, opset):

@@ -95,7 +95,9 @@ def _load_onnx(path: Path) -> tuple[Callable, dict[str, Any]]:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise ExportError(f"'{path}': onnxruntime cannot load it ({first_line(err, 200)})") from None
+        raise ExportError(
+            f"'{path}': onnxruntime cannot load it ({first_line(err, 200)})"
+        ) from None
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}")
     return (lambda x: session.run(None, {INPUT_NAME: x})[0]), json.loads(raw)
 

@@ -3,8 +3,9 @@ in the extra file ``cnnlab.json``, which ``torch.jit.load(..., _extra_files=...)
 
 Tracing records the tensor operations of one forward pass; a layer whose result depends on its
 input's values in Python (``if x.sum() > 0``, ``.numpy()``, ``.item()``) would be recorded as a
-constant and give wrong answers on other images, so its ``TracerWarning`` is an error here that
-names the layer.
+constant and give wrong answers on other images. Such a layer raises a ``TracerWarning``, but so
+does a harmless one that computes "same" padding from the (fixed) image size, so the warning
+only names the layer when the tracer's check on other inputs fails.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from cnnlab.export.blame import export_failure, module_stack
 from cnnlab.export.deployable import METADATA_KEY
 
 EXTRA_FILE = f"{METADATA_KEY}.json"
+_CHECK_FAILED = (
+    "the trace differs on other images: the layer uses its input's values in Python "
+    "(if on a tensor, .item(), .numpy()), which tracing records as a constant"
+)
 
 
 def write_torchscript(
@@ -29,17 +34,25 @@ def write_torchscript(
 ) -> Path:
     """Trace ``model`` on the uint8 ``example`` batch and save it to ``path`` with ``meta``.
 
+    The tracer's own check re-traces on other inputs (all black, all white) and compares; a
+    trace that differs names the layers that turned a tensor into a Python value.
+
     Raises:
         ExportError: a layer that cannot be traced faithfully (named) and the tracer's reason.
     """
     path = Path(path)
+    checks = [(torch.zeros_like(example),), (torch.full_like(example, 255),)]
+    warned: list[str | None] = []
     with module_stack(model) as stack, warnings.catch_warnings():
-        warnings.simplefilter("error", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.trace is deprecated"
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        warnings.showwarning = lambda *_, **__: warned.append(stack.deepest)
         try:
-            traced = torch.jit.trace(model, (example,), check_trace=False)
+            traced = torch.jit.trace(model, (example,), check_inputs=checks)
         except Exception as err:  # the tracer raises many types; each names a layer here
-            raise export_failure(model, stack.deepest, "TorchScript", err) from None
+            layer = next((name for name in warned if name is not None), stack.deepest)
+            why = _CHECK_FAILED if isinstance(err, torch.jit.TracingCheckError) else None
+            raise export_failure(model, layer, "TorchScript", err, why) from None
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
@@ -53,4 +66,3 @@ def read_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module.eval(), json.loads(extra[EXTRA_FILE] or "{}")
-
