@@ -145,6 +145,7 @@ BRANCHING = [
     ("inception_mini", "28x28x1"),
     ("mini_resnet_bn", "28x28x1"),
     ("squeezenet_flowers", "32x32x3"),
+    ("resnet18", "32x32x3"),
     pytest.param("mobilenet_v2", "32x32x3", marks=pytest.mark.slow),
     pytest.param("xception", "71x71x3", marks=pytest.mark.slow),
 ]
