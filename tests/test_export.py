@@ -248,3 +248,14 @@ def test_bad_batch_is_a_config_error():
     assert parse_batch("dynamic") is None and parse_batch("4") == 4
     with pytest.raises(ConfigError, match="batch must be >= 1, got 0"):
         parse_batch(0)
+
+
+def test_torchscript_based_onnx_exporter_of_older_torch(monkeypatch, tmp_path):
+    """torch < 2.6 takes the TorchScript-based exporter; on this torch it still runs."""
+    from cnnlab.export import onnx_file
+
+    monkeypatch.setattr(onnx_file, "has_dynamo_exporter", lambda: False)
+    run = random_run(build("inception_mini", input_shape="28x28x1"), "28x28x1", tmp_path)
+    result = export_run(run, "onnx", tmp_path / "legacy.onnx", parity_images=8)
+    assert result.parity.ok, result.parity.to_text()
+    assert load_exported(result.path).metadata["input"]["dtype"] == "uint8"

@@ -1,8 +1,8 @@
 """Write a deployable model as an ONNX file with cnnlab's metadata.
 
-torch >= 2.5: ``torch.export`` captures the graph (non-strict, so forward hooks see which layer
+torch >= 2.6: ``torch.export`` captures the graph (non-strict, so forward hooks see which layer
 runs), then ``torch.onnx.export`` translates the ExportedProgram (the dynamo exporter, which
-needs ``onnxscript``). torch 2.4 has no such path and uses its TorchScript-based exporter.
+needs ``onnxscript``). Older torch uses its TorchScript-based exporter.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def require_onnx(dynamo: bool = True) -> None:
 
 
 def has_dynamo_exporter() -> bool:
-    """Whether ``torch.onnx.export`` takes an ExportedProgram (``dynamo=``, torch >= 2.5)."""
-    return "dynamo" in inspect.signature(torch.onnx.export).parameters
+    """Whether ``torch.onnx.export`` translates an ExportedProgram (torch >= 2.6, where the
+    torch.export-based exporter left its experimental stage)."""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 6)
 
 
 def write_onnx(
@@ -117,12 +119,17 @@ def _quiet_torch_logs() -> Iterator[None]:
 
 
 def _export_legacy(model: nn.Module, example: torch.Tensor, dynamic_batch: bool, opset):
-    """torch 2.4: the TorchScript-based exporter, to memory."""
+    """torch < 2.6: the TorchScript-based exporter, to memory."""
     import onnx  # the optional 'export' extra, checked by require_onnx
 
+    # torch 2.5 has the switch (default off), torch >= 2.9 defaults it on, 2.4 lacks it
+    legacy = (
+        {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    )
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     buffer = io.BytesIO()
-    with module_stack(model) as stack:
+    with module_stack(model) as stack, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter"; we know
         try:
             torch.onnx.export(
                 model,
@@ -132,6 +139,7 @@ def _export_legacy(model: nn.Module, example: torch.Tensor, dynamic_batch: bool,
                 output_names=[OUTPUT_NAME],
                 dynamic_axes=axes,
                 opset_version=opset or 17,
+                **legacy,
             )
         except Exception as err:
             raise export_failure(model, stack.deepest, "ONNX", err) from None
