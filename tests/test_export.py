@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.data.normalize import Normalizer
-from cnnlab.errors import ConfigError, ExportError
+from cnnlab.errors import ConfigError, DataError, ExportError
 from cnnlab.export import export_run, load_exported, predict_exported
 from cnnlab.export.deployable import Preprocess
 from cnnlab.export.onnx_file import require_onnx
@@ -259,3 +259,11 @@ def test_torchscript_based_onnx_exporter_of_older_torch(monkeypatch, tmp_path):
     result = export_run(run, "onnx", tmp_path / "legacy.onnx", parity_images=8)
     assert result.parity.ok, result.parity.to_text()
     assert load_exported(result.path).metadata["input"]["dtype"] == "uint8"
+
+
+def test_parity_without_the_runs_data_says_how_to_skip(tmp_path):
+    run = random_run(build("lenet5"), "28x28x1", tmp_path)
+    run.config["data"]["source"] = str(tmp_path / "gone")
+    with pytest.raises(DataError, match=r"parity check: .*--parity-images 0 skips the check"):
+        export_run(run, "torchscript", tmp_path / "m.pt")
+    assert (tmp_path / "m.pt").is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.errors import ConfigError, ExportError, choices_text
+from cnnlab.errors import ConfigError, DataError, ExportError, choices_text
 from cnnlab.export.deployable import deployable, metadata
 from cnnlab.export.onnx_file import write_onnx
 from cnnlab.export.parity import Parity, check_parity, parity_pixels
@@ -100,7 +100,13 @@ def export_run(
         write_torchscript(model, example, path, meta)
     parity = None
     if parity_images > 0:
-        split, pixels = parity_pixels(run, parity_images)
+        try:
+            split, pixels = parity_pixels(run, parity_images)
+        except DataError as err:
+            raise DataError(
+                f"wrote '{path}' but cannot load the run's data for the parity check: {err} "
+                "(--parity-images 0 skips the check)"
+            ) from None
         parity = check_parity(run, load_exported(path), pixels, split)
         if not parity.ok:
             raise ExportError(
