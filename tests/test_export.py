@@ -210,9 +210,10 @@ def test_cli_errors_are_one_line(trained_run, tmp_path):
         (["--format", "tflite"], "format 'tflite' is not one of"),
         (["--batch", "many"], "batch 'many' is not 'dynamic' or a positive integer"),
         (["--format", "torchscript", "--opset", "17"], "opset 17 needs --format onnx"),
+        (["--format", "torchscript", "-o", "m.onnx"], "a torchscript file must end in .pt"),
     ):
         result = runner.invoke(
-            app, ["export", str(trained_run.path), "-o", str(tmp_path / "x"), *args]
+            app, ["export", str(trained_run.path), "-o", str(tmp_path / "x.onnx"), *args]
         )
         assert result.exit_code == 2, result.output
         assert said in result.output and "Traceback" not in result.output
@@ -267,3 +268,16 @@ def test_parity_without_the_runs_data_says_how_to_skip(tmp_path):
     with pytest.raises(DataError, match=r"parity check: .*--parity-images 0 skips the check"):
         export_run(run, "torchscript", tmp_path / "m.pt")
     assert (tmp_path / "m.pt").is_file()
+
+
+def test_transfer_model_exports(tmp_path):
+    """A fine-tuning run's model: a backbone's feature trunk and a new head."""
+    from cnnlab.models.transfer import Backbone, build_transfer_model, feature_trunk
+
+    trunk = feature_trunk(build("squeezenet1_1", input_shape="32x32x3", num_classes=10))
+    backbone = Backbone(trunk, (3, 32, 32), {"model": {}, "strip": None}, "squeezenet1_1")
+    model = build_transfer_model(backbone, 10, hidden=(16,), dropout=0.2)
+    run = random_run(model, "32x32x3", tmp_path)
+    for fmt in ("onnx", "torchscript"):
+        result = export_run(run, fmt, tmp_path / f"transfer{SUFFIX[fmt]}", parity_images=8)
+        assert result.parity.ok, result.parity.to_text()

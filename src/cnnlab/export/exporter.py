@@ -78,6 +78,9 @@ def export_run(
     if opset is not None and (format != "onnx" or opset < 7):
         raise ConfigError(f"opset {opset} needs --format onnx and a value >= 7")
     fixed = parse_batch(batch)
+    if out is not None and Path(out).suffix.lower() != FORMATS[format]:
+        # `cnnlab predict` and `load_exported` tell the format by the suffix
+        raise ConfigError(f"out '{out}': a {format} file must end in {FORMATS[format]}")
     if not isinstance(run, Run):
         run = load_run(run, weights=weights)
     run.model.float().eval()
