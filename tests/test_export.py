@@ -121,8 +121,8 @@ def test_predict_on_onnx_loads_no_model_or_training_code(trained_run, digit_imag
     code = (
         "import sys; from cnnlab.export.runtime import predict_exported; "
         f"p = predict_exported({str(out)!r}, {[str(digit_images[0])]!r}); "
-        "bad = [m for m in sys.modules if m.split('.')[:2][-1] in "
-        "('models', 'train', 'layers', 'spec', 'transfer')]; "
+        "bad = [m for m in sys.modules if m.split('.')[:2] in "
+        "[['cnnlab', n] for n in ('models', 'train', 'layers', 'spec', 'transfer')]]; "
         "print(p[0].label, bad)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -345,7 +345,7 @@ def _predictions(source: Path, images: list[Path], top_k: int, weights: str, dev
         from cnnlab.export.runtime import predict_exported  # onnxruntime, not the models
 
         return predict_exported(source, images, top_k=top_k)
-    from cnnlab.train import load_run, predict
+    from cnnlab.train import load_run, predict  # torch and the models: not for `cnnlab --help`
     from cnnlab.train.device import resolve_device
 
     run = load_run(source, weights=weights, device=resolve_device(device))
