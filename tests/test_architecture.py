@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"summary", "params", "trace", "explain", "catalog"},
     {"data"},
     {"train"},
-    {"transfer", "compare", "keras"},  # keras: Keras weights into cnnlab models and runs
+    {"transfer", "compare", "keras", "export"},  # keras: Keras weights into cnnlab models and runs
     {"viz", "report"},
     {"lessons"},
     {"cli", "__main__", "cnnlab"},

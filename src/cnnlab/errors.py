@@ -78,3 +78,7 @@ class WeightsError(CnnlabError, ValueError):
 
 class MissingDependencyError(CnnlabError, ImportError):
     """An optional package a feature needs is not installed (the message says how to get it)."""
+
+
+class ExportError(CnnlabError, RuntimeError):
+    """A model that cannot be exported or whose export disagrees with it (names the layer)."""

@@ -10,6 +10,7 @@ from cnnlab import __version__
 from cnnlab.cli.common import console, user_errors
 from cnnlab.cli.compare import compare_cmd, report_cmd
 from cnnlab.cli.data import data_app
+from cnnlab.cli.export import export_cmd
 from cnnlab.cli.finetune import finetune_cmd
 from cnnlab.cli.keras import import_keras_cmd
 from cnnlab.cli.lesson import lesson_cmd
@@ -30,6 +31,7 @@ app.add_typer(visualize_app, name="visualize")
 app.command("train")(user_errors(train_cmd))
 app.command("eval")(user_errors(eval_cmd))
 app.command("predict")(user_errors(predict_cmd))
+app.command("export")(user_errors(export_cmd))
 app.command("finetune")(user_errors(finetune_cmd))
 app.command("import-keras")(user_errors(import_keras_cmd))
 app.command("compare")(user_errors(compare_cmd))

@@ -314,7 +314,12 @@ def _print_eval(result) -> None:
 
 
 def predict_cmd(
-    run_dir: opt.RunArg,
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder of `cnnlab train`, or a file of `cnnlab export` (.onnx, .pt)."
+        ),
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, ...).")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 3,
     weights: opt.Weights = "best",
@@ -324,11 +329,7 @@ def predict_cmd(
     """Class probabilities of images, preprocessed exactly as in training."""
     import json
 
-    from cnnlab.train import load_run, predict
-    from cnnlab.train.device import resolve_device
-
-    run = load_run(run_dir, weights=weights, device=resolve_device(device))
-    predictions = predict(run, list(images), top_k=top_k)
+    predictions = _predictions(run_dir, list(images), top_k, weights, device)
     if as_json:
         rows = [
             {"image": p.source, "top": [{"class": c, "probability": q} for c, q in p.top]}
@@ -339,3 +340,16 @@ def predict_cmd(
     for p in predictions:
         shown = ", ".join(f"{c} {q:.1%}" for c, q in p.top)
         console.print(f"{p.source}: {shown}", highlight=False, markup=False)
+
+
+def _predictions(source: Path, images: list[Path], top_k: int, weights: str, device: str) -> list:
+    """Predictions of a run folder, or of an exported file (no training code loaded)."""
+    if source.suffix.lower() in (".onnx", ".pt") and not source.is_dir():
+        from cnnlab.export.runtime import predict_exported  # onnxruntime, not the models
+
+        return predict_exported(source, images, top_k=top_k)
+    from cnnlab.train import load_run, predict  # torch and the models: not for `cnnlab --help`
+    from cnnlab.train.device import resolve_device
+
+    run = load_run(source, weights=weights, device=resolve_device(device))
+    return predict(run, images, top_k=top_k)

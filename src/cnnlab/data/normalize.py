@@ -174,6 +174,14 @@ class Normalizer:
                 out.add_(bias)
         return out.to(dtype)
 
+    def affine(
+        self, dtype: torch.dtype = torch.float32, uint8_input: bool = True
+    ) -> tuple[torch.Tensor | float | None, torch.Tensor | None]:
+        """``(scale, bias)`` with ``output = input * scale + bias`` in ``dtype`` on the CPU, for a
+        uint8 (0..255) or [0, 1] float input; None skips that step. ``cnnlab export`` folds it
+        into the exported model as its first layer."""
+        return self._scale_bias(torch.device("cpu"), dtype, uint8_input)
+
     def _scale_bias(
         self, device: torch.device, dtype: torch.dtype, is_uint8: bool
     ) -> tuple[torch.Tensor | float | None, torch.Tensor | None]:
