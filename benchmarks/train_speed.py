@@ -11,8 +11,10 @@ with AMX/AVX-512 bf16), channels_last (CUDA, bf16, fp32 on x86 CPUs) and fused A
 fp32" is (a) in fp32, "engine fp32 nchw" the same without channels_last, "plain same" is (b)
 with (a)'s precision, memory format and fused Adam. Models: fmnist_cnn (MNIST, batch 128), vgg6
 (CIFAR-10, batch 32), squeezenet_flowers at 64x64 (5 classes, batch 64, lr 3e-3, flip +
-saturation as lesson 003). ``--compile`` adds
-torch.compile to both. Variants take turns, order rotated each repeat, so drift hits all alike.
+saturation as lesson 003). ``--compile`` adds "engine compile" ((a) with torch.compile);
+``--batch`` overrides the batch sizes (GPU runs). Variants take turns, order rotated each
+repeat, so drift hits all alike.
+
 Usage::
 
     .venv/bin/python benchmarks/train_speed.py --keras-python /tmp/tfvenv/bin/python
@@ -101,8 +103,9 @@ class Engine:
     ``fit`` resolves them (bf16 + channels_last on CUDA and on CPUs with AMX/AVX-512 bf16).
     """
 
-    def __init__(self, name: str, data: ImageSet, device: torch.device, **options) -> None:
-        batch = SETUPS[name][2]
+    def __init__(
+        self, name: str, data: ImageSet, device: torch.device, batch: int, **options
+    ) -> None:
         recipe = RECIPES.get(name, {})
         options = {"lr": recipe.get("lr"), **options}
         cfg = resolve_hardware(TrainConfig(optimizer="adam", device=str(device), **options), device)
@@ -137,9 +140,14 @@ class Plain:
     """
 
     def __init__(
-        self, name: str, data: ImageSet, device: torch.device, like: Engine | None = None
+        self,
+        name: str,
+        data: ImageSet,
+        device: torch.device,
+        batch: int,
+        like: Engine | None = None,
     ) -> None:
-        self.batch, self.device = SETUPS[name][2], device
+        self.batch, self.device = batch, device
         self.precision = like.precision if like else "fp32"
         self.channels_last = like.channels_last if like else False
         self.images, self.labels = data.images.to(device), data.labels.to(device)
@@ -187,13 +195,15 @@ def flip_saturate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 class Keras:
     """(c): ``benchmarks/keras_speed.py`` in another interpreter, driven over a pipe."""
 
-    def __init__(self, python: str, name: str, data: ImageSet, tmp: Path, threads: int) -> None:
+    def __init__(
+        self, python: str, name: str, data: ImageSet, tmp: Path, threads: int, batch: int
+    ) -> None:
         npz = tmp / f"{name}.npz"
         np.savez(npz, x=data.images.permute(0, 2, 3, 1).numpy(), y=data.labels.numpy())
         script = Path(__file__).with_name("keras_speed.py")
         cmd = [python, str(script), "--data", str(npz), "--model", name, "--threads", str(threads)]
         lr = RECIPES.get(name, {}).get("lr", 1e-3)
-        cmd += ["--batch", str(SETUPS[name][2]), "--lr", str(lr)]
+        cmd += ["--batch", str(batch), "--lr", str(lr)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline().split()
         if not ready or ready[0] != "ready":
@@ -273,7 +283,7 @@ def report(name: str, rates: dict[str, list[float]], flops: int, peak: float) ->
         print(f"| {variant} | {med:,.0f} | {each} | {gflops:.1f} | {100 * gflops / peak:.0f}% |")
     pairs = (("engine", "plain same"), ("engine", "plain"), ("engine", "keras"))
     pairs += (("engine fp32", "plain"), ("engine fp32", "keras"), ("engine fp32 nchw", "keras"))
-    pairs += (("engine fp32", "engine fp32 nchw"),)
+    pairs += (("engine fp32", "engine fp32 nchw"), ("engine compile", "engine"))
     for base, other in pairs:
         if base in rates and other in rates:
             ratios = [a / b for a, b in zip(rates[base], rates[other], strict=True)]
@@ -284,21 +294,25 @@ def report(name: str, rates: dict[str, list[float]], flops: int, peak: float) ->
 def bench_model(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) -> dict:
     """Load the data, build the variants, measure them; returns their images/s per repeat."""
     _, _, batch, _, steps, warmup = SETUPS[name]
+    batch = args.batch.get(name, batch)
     data, source = load_data(name, args.limit, tmp)
     print(f"\n{name}: batch {batch}, Adam, data: {source}")
-    engine = Engine(name, data, device, compile=args.compile)
-    variants = {"engine": engine, "plain same": Plain(name, data, device, like=engine)}
+    engine = Engine(name, data, device, batch)
+    variants = {"engine": engine, "plain same": Plain(name, data, device, batch, like=engine)}
+    if args.compile:
+        variants["engine compile"] = Engine(name, data, device, batch, compile=True)
     if engine.precision != "fp32":
-        variants["engine fp32"] = Engine(name, data, device, precision="fp32")
+        variants["engine fp32"] = Engine(name, data, device, batch, precision="fp32")
     fp32 = variants.get("engine fp32", engine)
     if fp32.channels_last and not args.no_nchw:
-        nchw = Engine(name, data, device, precision="fp32", channels_last=False)
+        nchw = Engine(name, data, device, batch, precision="fp32", channels_last=False)
         variants["engine fp32 nchw"] = nchw
-    variants["plain"] = Plain(name, data, device)
+    variants["plain"] = Plain(name, data, device, batch)
     print(f"engine: {engine.settings}; plain same: the same settings and fused Adam; "
           "plain: fp32, NCHW, default Adam")  # fmt: skip
     if args.keras_python:
-        keras = variants["keras"] = Keras(args.keras_python, name, data, tmp, args.threads)
+        keras = Keras(args.keras_python, name, data, tmp, args.threads, batch)
+        variants["keras"] = keras
         ours = sum(p.numel() for p in variants["plain"].model.parameters())
         same = "equal" if keras.params == ours else "DIFFERENT"
         print(f"keras ({keras.versions}): {keras.params:,} parameters, ours {ours:,}: {same}")
@@ -320,11 +334,16 @@ def parse_args() -> argparse.Namespace:
     add("--limit", type=int, default=None, help="images to load (default 20000 / 10000 / 5000)")
     add("--device", default="cpu")
     add("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    add("--compile", action="store_true", help="torch.compile the engine (and plain same)")
+    add("--compile", action="store_true", help="add the engine with torch.compile")
+    add("--batch", default="", help="batch sizes, e.g. fmnist_cnn=512,vgg6=256 (GPU runs)")
     add("--keras-python", default=None, help="a Python with TensorFlow: adds (c)")
     add("--no-nchw", action="store_true", help="leave out the fp32 NCHW engine variant")
     args = parser.parse_args()
     args.models = args.models.split(",")
+    pairs = [item.split("=") for item in args.batch.split(",") if item]
+    if any(len(pair) != 2 or pair[0] not in SETUPS for pair in pairs):
+        parser.error(f"--batch {args.batch!r}: expected MODEL=N,... with models {sorted(SETUPS)}")
+    args.batch = {model: int(value) for model, value in pairs}
     unknown = sorted(set(args.models) - set(SETUPS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {sorted(SETUPS)}")
