@@ -304,7 +304,8 @@ def main() -> None:
     print(f"{'':44s} {'images/s':>12s}")
     for label, value, note in rows:
         unit = "x" if label.startswith("ratio") else ""
-        print(f"{label:44s} {value:12,.1f}{unit} {note}")
+        text = f"{value:12,.2f}" if unit else f"{value:12,.1f}"
+        print(f"{label:44s} {text}{unit} {note}")
 
 
 if __name__ == "__main__":
