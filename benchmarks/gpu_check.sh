@@ -23,24 +23,29 @@ esac
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
 [[ -z "$PY" && -x .venv/bin/python ]] && PY=.venv/bin/python
-PY="${PY:-python3}"
+export PY="${PY:-python3}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" CNNLAB_HOME="${CNNLAB_HOME:-$(mktemp -d)}"
 FAILED=0
 START=$SECONDS
 
-step() { # step LIMIT_S TITLE COMMAND...: run one step under a time limit, report it
+step() { # step LIMIT_S TITLE COMMAND...: run one step (a command or a function of this
+    # script) under a time limit, report it
     local limit=$1 title=$2
     shift 2
     echo
     echo "== $title (limit ${limit}s, at $((SECONDS - START))s)"
-    if ! timeout "$limit" "$@"; then
+    local run=("$@")
+    if declare -F "$1" >/dev/null; then # timeout runs programs: a function goes through bash
+        run=(bash -c "$(declare -f "$1"); \"\$@\"" _ "$@")
+    fi
+    if ! timeout "$limit" "${run[@]}"; then
         echo "!! FAILED: $title"
         FAILED=$((FAILED + 1))
     fi
 }
 
-install() {
-    "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch torchvision || return 1
+install_cnnlab() { # torch itself must be there: its wheel depends on the machine's CUDA
+    "$PY" -c "import torch" || { echo "$PY has no torch: install the build for this CUDA" && return 1; }
     "$PY" -c "import cnnlab, pytest" 2>/dev/null && return 0
     "$PY" -m pip install -q -e ".[test]" || "$PY" -m pip install -q --no-deps -e .
 }
@@ -64,7 +69,7 @@ ddp() { # ddp DEVICE: 2 processes for 30 steps, then --resume to the end
     test "$(wc -l <"$run/history.csv")" -eq 3 # header + 2 epochs
 }
 
-step 300 "install ($PY)" install
+step 300 "install ($PY)" install_cnnlab
 step 30 "device" device_info
 if [[ $MODE == cuda ]]; then
     "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" ||
@@ -87,8 +92,7 @@ else
     step 200 "speed table (tiny, CPU)" "$PY" benchmarks/train_speed.py --device cpu \
         --models fmnist_cnn,squeezenet_flowers --limit 1000 --steps 2 --warmup 1 --repeats 1 \
         --no-nchw
-    step 200 "DDP: 2 gloo processes, train + resume" env OMP_NUM_THREADS=1 bash -c \
-        "$(declare -f ddp); PY='$PY'; ddp cpu"
+    OMP_NUM_THREADS=1 step 200 "DDP: 2 gloo processes, train + resume" ddp cpu
     step 120 "data pipeline (tiny, CPU)" "$PY" benchmarks/data_pipeline.py --device cpu \
         --limit 1000 --skip c,d,e,f --repeats 1
 fi

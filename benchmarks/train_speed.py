@@ -73,7 +73,7 @@ def load_data(name: str, limit: int | None, tmp: Path) -> tuple[ImageSet, str]:
     """The first ``limit`` train images (limit/10 per class) of the model's dataset, decoded."""
     archive, shape, _, default, _, _ = SETUPS[name]
     limit = limit or default
-    root = extract_train_subset(archive, limit, tmp)
+    root = extract_train_subset(archive, limit, tmp / name)  # own folder: vgg6 shares CIFAR
     if root is None:
         images = torch.randint(0, 256, (limit, *shape), dtype=torch.uint8)
         classes = 5 if name == "squeezenet_flowers" else 10
