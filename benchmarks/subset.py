@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# ../shared/datasets next to the checkout; CNNLAB_BENCH_DATASETS for a checkout elsewhere
+_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATASETS = Path(os.environ.get("CNNLAB_BENCH_DATASETS", _DEFAULT))
 
 
 def extract_train_subset(archive: str, images: int, into: Path) -> Path | None:

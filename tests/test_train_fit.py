@@ -13,7 +13,7 @@ import yaml
 from cnnlab.errors import ConfigError, RunError, TrainingError
 from cnnlab.train import History, TrainConfig, fit, load_run, predict
 from cnnlab.train.checkpoint import load_state, load_weights
-from cnnlab.train.device import resolve_precision
+from cnnlab.train.device import resolve_precision, wants_channels_last
 from cnnlab.train.fit import resume_run
 from train_helpers import NanAfter, StopAt, config, digits, history_metrics
 
@@ -59,7 +59,8 @@ def test_config_yaml_round_trips(tmp_path):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     # "auto" precision and channels_last are saved as what ran on this machine
     precision = resolve_precision("auto", torch.device("cpu"))
-    resolved = dataclasses.replace(cfg, precision=precision, channels_last=precision == "bf16")
+    channels_last = wants_channels_last(None, torch.device("cpu"), precision)
+    resolved = dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
     assert saved["train"]["precision"] in ("bf16", "fp32")
     assert TrainConfig.from_dict(saved["train"]) == resolved
     assert saved["model"] == {

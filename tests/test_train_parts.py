@@ -166,7 +166,11 @@ def test_precision_auto_resolves_by_hardware(monkeypatch):
     monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)
     assert dev.resolve_precision("auto", cpu) == "fp32"
     assert dev.wants_channels_last(None, cpu, "bf16") is True
+    monkeypatch.setattr(dev, "cpu_prefers_channels_last", lambda: True)
+    assert dev.wants_channels_last(None, cpu, "fp32") is True
+    monkeypatch.setattr(dev, "cpu_prefers_channels_last", lambda: False)
     assert dev.wants_channels_last(None, cpu, "fp32") is False
+    assert dev.wants_channels_last(None, mps, "fp32") is False
     assert dev.wants_channels_last(False, cpu, "bf16") is False
     with pytest.raises(ConfigError, match="precision 'fp16' needs a CUDA device"):
         dev.check_precision("fp16", cpu)

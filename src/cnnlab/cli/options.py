@@ -101,7 +101,7 @@ ChannelsLast = Annotated[
     bool | None,
     option(
         "--channels-last/--no-channels-last",
-        help="NHWC memory format (default: on CUDA, and for bf16 on CPU).",
+        help="NHWC memory format (default: on CUDA, and on x86 CPUs with AVX2/AVX-512).",
     ),
 ]
 Compile = Annotated[bool, option("--compile", help="torch.compile the model.")]

@@ -54,7 +54,8 @@ class TrainConfig:
         precision: "auto" (bf16 where the hardware runs it fast: CUDA, CPUs with AMX/AVX-512
             bf16; fp32 elsewhere), "fp32", "bf16" (autocast) or "fp16" (autocast + gradient
             scaling, CUDA). The run's config.yaml records the resolved value.
-        channels_last: NHWC memory format; None: on for CUDA and for bf16 on the CPU.
+        channels_last: NHWC memory format; None: on for CUDA, for bf16 on the CPU and for
+            fp32 on x86 CPUs with AVX2/AVX-512 (config.yaml records the resolved value).
         compile: wrap the model in ``torch.compile``.
         seed: seed of weights init, dropout and (through DataConfig) the data order.
         init: "default" (PyTorch's per-layer init) or "keras" (Glorot-uniform weights, zero

@@ -98,15 +98,27 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | 
     return torch.amp.GradScaler(device.type)
 
 
+def cpu_prefers_channels_last() -> bool:
+    """True on x86 CPUs with AVX2 or AVX-512, where oneDNN's NHWC kernels beat NCHW in fp32
+    as well as bf16 (max pooling above all: about 8x faster NHWC; see benchmarks/NOTES.md)."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return capability.startswith("AVX")
+
+
 def wants_channels_last(
     setting: bool | None, device: torch.device, precision: str = "fp32"
 ) -> bool:
-    """``channels_last`` as asked, or by default on CUDA (tensor cores prefer NHWC) and for
-    bf16 on the CPU (oneDNN's bf16 convolutions are NHWC: about 2x faster than NCHW there,
-    see benchmarks/NOTES.md)."""
+    """``channels_last`` as asked, or by default on CUDA (tensor cores prefer NHWC), for bf16
+    on the CPU (oneDNN's bf16 convolutions are NHWC: about 2x faster than NCHW there) and for
+    fp32 on x86 CPUs with AVX2/AVX-512 (:func:`cpu_prefers_channels_last`), measured in
+    benchmarks/NOTES.md."""
     if setting is not None:
         return setting
-    return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    return precision == "bf16" or cpu_prefers_channels_last()
 
 
 def resolve_hardware(cfg: TrainConfig, device: torch.device) -> TrainConfig:
