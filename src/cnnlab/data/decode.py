@@ -14,6 +14,7 @@ only regular files are read (a FIFO or /dev/zero named ``x.png`` would block or 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -312,15 +313,19 @@ def _collate(items):
     )
 
 
-def image_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]] | None:
-    """PIL's mode and (H, W) of the image file at ``path`` from its header, or None when it is
-    not a readable image or too large for PIL (nothing is decoded)."""
+def image_header(item: str | os.PathLike | EncodedImage) -> tuple[str, tuple[int, int]] | None:
+    """PIL's mode and (H, W) of an image file (or :class:`EncodedImage`) from its header, or
+    None when it is not a readable image or too large for PIL (nothing is decoded)."""
     from PIL import Image
 
     try:
-        with open(path, "rb", opener=_nonblocking) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None  # a FIFO or a device: PIL would block or read forever
+        with contextlib.ExitStack() as stack:
+            if isinstance(item, EncodedImage):
+                handle = io.BytesIO(item.data)
+            else:
+                handle = stack.enter_context(open(item, "rb", opener=_nonblocking))
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    return None  # a FIFO or a device: PIL would block or read forever
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(handle) as image:

@@ -20,7 +20,13 @@ import torch
 
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import IMAGE_EXTENSIONS, decode_files, first_image_size, image_header
+from cnnlab.data.decode import (
+    IMAGE_EXTENSIONS,
+    EncodedImage,
+    decode_files,
+    first_image_size,
+    image_header,
+)
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.registry import check_source
 from cnnlab.errors import CorruptImageError, DataError
@@ -270,14 +276,11 @@ def scan_folder(root: str | os.PathLike) -> FolderLayout:
     return FolderLayout(root, classes, splits, ignored)
 
 
-def guess_channels(files: list[str], sample: int = 16) -> int:
-    """1 if the first ``sample`` readable images are all grayscale, else 3 (headers only)."""
-    headers = [image_header(p) for p in files[:: max(1, len(files) // sample)][:sample]]
-    return channels_of_modes([h[0] for h in headers if h is not None])
-
-
-def channels_of_modes(modes: list[str]) -> int:
-    """1 if every PIL mode in ``modes`` is grayscale (and there is one), else 3."""
+def guess_channels(items: list[str] | list[EncodedImage], sample: int = 16) -> int:
+    """1 if the first ``sample`` readable images (files or :class:`EncodedImage` s) are all
+    grayscale, else 3 (headers only)."""
+    headers = [image_header(p) for p in items[:: max(1, len(items) // sample)][:sample]]
+    modes = [h[0] for h in headers if h is not None]
     return 1 if modes and all(m in _GRAY_MODES or m.startswith("I;16") for m in modes) else 3
 
 
@@ -292,27 +295,29 @@ def skipped_message(
     return f"{name}: skipped {count} that are not readable images: {first}{more}"
 
 
-def _decode_split(
-    split: FolderSplit,
+def decode_items(
+    items: list[str] | list[EncodedImage],
+    labels: list[int],
     classes: list[str],
-    opts: LoadOptions,
     channels: int,
+    opts: LoadOptions,
     name: str,
-    size_requested: bool,
+    warn_resized: bool,
 ) -> ImageSet:
-    size = opts.image_size
+    """Decode files (or :class:`EncodedImage` s) to ``opts.image_size`` into an ImageSet named
+    ``name``; with ``warn_resized``, a DataWarning says how many had another size."""
     result = decode_files(
-        split.files,
+        items,
         channels,
-        size,
+        opts.image_size,
         workers=opts.workers,
         strict=opts.strict,
         progress=opts.progress,
         description=f"decoding {name}",
     )
-    labels = torch.tensor(split.labels, dtype=torch.int64)[result.indices]
-    images = ImageSet(result.images, labels, list(classes), name, result.failures)
-    if result.resized and not size_requested:
+    picked = torch.tensor(labels, dtype=torch.int64)[result.indices]
+    images = ImageSet(result.images, picked, list(classes), name, result.failures)
+    if result.resized and warn_resized:
         height, width = images.shape[1:]
         warnings.warn(
             f"{name}: resized {result.resized} images of other sizes to {height}x{width} "
@@ -321,6 +326,16 @@ def _decode_split(
             stacklevel=3,
         )
     return images
+
+
+def report_skipped(images: ImageSet, total: int, strict: bool, unit: str = "files") -> None:
+    """Raise (``strict``) or warn about the skipped samples of a loaded, maybe cached, set: a
+    cached load must be as strict and as loud as a fresh one."""
+    if images.skipped and strict:
+        raise CorruptImageError(images.skipped[0] + " (strict mode)")
+    if images.skipped:
+        message = skipped_message(images.name, images.skipped, total, unit=unit)
+        warnings.warn(message, DataWarning, stacklevel=3)
 
 
 def load_folder_splits(
@@ -337,10 +352,8 @@ def load_folder_splits(
     name = name or layout.root.name
     train_files = layout.splits["train"].files
     channels = opts.channels or guess_channels(train_files)
-    size = opts.image_size
-    size_requested = size is not None
-    if size is None:  # the train split's first image decides, for every split
-        size = first_image_size(train_files, channels)
+    warn_resized = opts.image_size is None  # the train split's first image decides the size
+    size = opts.image_size or first_image_size(train_files, channels)
     opts = dataclasses.replace(opts, image_size=size)
     out = {}
     for split, files in layout.splits.items():
@@ -356,14 +369,10 @@ def load_folder_splits(
             opts.home,
             "folder",
             key,
-            lambda f=files, s=split: _decode_split(
-                f, layout.classes, opts, channels, f"{name}/{s}", size_requested
+            lambda f=files, s=split: decode_items(
+                f.files, f.labels, layout.classes, channels, opts, f"{name}/{s}", warn_resized
             ),
             enabled=opts.cache,
         )
-        if out[split].skipped and opts.strict:  # a cached load must be as strict as a fresh one
-            raise CorruptImageError(out[split].skipped[0] + " (strict mode)")
-        if out[split].skipped:
-            message = skipped_message(out[split].name, out[split].skipped, len(files.files))
-            warnings.warn(message, DataWarning, stacklevel=2)
+        report_skipped(out[split], len(files.files), opts.strict)
     return DatasetSplits(out["train"], out.get("val"), out.get("test"))

@@ -60,7 +60,6 @@ from cnnlab.data.shards_read import (
     read_manifest,
 )
 from cnnlab.data.tfrecord import (
-    guess_channels_of,
     is_tfrecord_source,
     parse_tfrecord_keys,
     read_tfrecords,
@@ -270,7 +269,7 @@ def _plan_tfrecord(source, opts: LoadOptions) -> _PackPlan:
         for split, picked in (("train", keep.tolist()), ("val", held.tolist())):
             items[split] = [samples.images[i] for i in picked]
             labels[split] = [samples.labels[i] for i in picked]
-    channels = opts.channels or guess_channels_of(samples.images)
+    channels = opts.channels or guess_channels(samples.images)
     reencode = opts.channels is not None or opts.image_size is not None
     encoder = _BytesEncoder(channels, opts.image_size, reencode)
     name = source_name(files)

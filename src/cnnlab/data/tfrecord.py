@@ -19,25 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import torch
-
 from cnnlab.data.cache import cached_imageset
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.decode import (
-    EncodedImage,
-    decode_files,
-    decode_image_bytes,
-    first_image_size,
-)
-from cnnlab.data.folder import DataWarning, channels_of_modes, skipped_message
+from cnnlab.data.decode import EncodedImage, decode_image_bytes, first_image_size
+from cnnlab.data.folder import decode_items, guess_channels, report_skipped
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.tfrecord_read import iter_records, parse_example, tfrecord_stamp
 from cnnlab.errors import CorruptImageError, DataError
@@ -253,20 +244,6 @@ def read_tfrecords(
     return samples
 
 
-def guess_channels_of(images: list[EncodedImage], sample: int = 16) -> int:
-    """1 if the first ``sample`` images' headers are all grayscale, else 3 (nothing decoded)."""
-    from PIL import Image  # PIL reads headers only; its import is not needed elsewhere here
-
-    modes = []
-    for image in images[:: max(1, len(images) // sample)][:sample]:
-        try:
-            with Image.open(io.BytesIO(image.data)) as opened:
-                modes.append(opened.mode)
-        except Exception:  # any bytes (PIL raises many kinds): no header
-            continue
-    return channels_of_modes(modes)
-
-
 def first_image_size_of(files: list[str], keys: TFRecordKeys, tries: int = 16) -> tuple | None:
     """(H, W) of the first image among the first ``tries`` records of ``files[0]`` that
     decodes, or None (an estimate for choosing memory or streaming; nothing is raised)."""
@@ -281,29 +258,20 @@ def first_image_size_of(files: list[str], keys: TFRecordKeys, tries: int = 16) -
 
 def _decode(files: list[str], keys: TFRecordKeys, opts: LoadOptions, name: str) -> ImageSet:
     samples = read_tfrecords(files, keys, opts.strict)
-    channels = opts.channels or guess_channels_of(samples.images)
+    channels = opts.channels or guess_channels(samples.images)
     size = opts.image_size or first_image_size(samples.images, channels)
-    result = decode_files(
+    sized = dataclasses.replace(opts, image_size=size)
+    images = decode_items(
         samples.images,
+        samples.labels,
+        samples.classes,
         channels,
-        size,
-        workers=opts.workers,
-        strict=opts.strict,
-        progress=opts.progress,
-        description=f"decoding {name}",
+        sized,
+        name,
+        opts.image_size is None,
     )
-    labels = torch.tensor(samples.labels, dtype=torch.int64)[result.indices]
-    skipped = samples.problems + result.failures
-    images = ImageSet(result.images, labels, samples.classes, f"{name}/train", skipped)
-    if result.resized and opts.image_size is None:
-        height, width = images.shape[1:]
-        warnings.warn(
-            f"{name}: resized {result.resized} images of other sizes to {height}x{width} "
-            f"(the first image's size); pass an image size to choose it",
-            DataWarning,
-            stacklevel=3,
-        )
-    return images
+    skipped = samples.problems + images.skipped
+    return dataclasses.replace(images, name=f"{name}/train", skipped=skipped)
 
 
 def source_name(files: list[str]) -> str:
@@ -331,10 +299,5 @@ def load_tfrecord_splits(source: str | os.PathLike, opts: LoadOptions) -> Datase
     train = cached_imageset(
         opts.home, "tfrecord", key, lambda: _decode(files, keys, opts, name), enabled=opts.cache
     )
-    if train.skipped and opts.strict:  # a cached load must be as strict as a fresh one
-        raise CorruptImageError(train.skipped[0] + " (strict mode)")
-    if train.skipped:
-        total = len(train) + len(train.skipped)
-        message = skipped_message(train.name, train.skipped, total, unit="records")
-        warnings.warn(message, DataWarning, stacklevel=2)
+    report_skipped(train, len(train) + len(train.skipped), opts.strict, unit="records")
     return DatasetSplits(train)
