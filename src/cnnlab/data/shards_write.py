@@ -116,40 +116,27 @@ def _prepared(data: bytes, fmt: str, image: torch.Tensor) -> _Prepared:
 
 
 @dataclass
-class _FileEncoder:
-    """Folder file -> stored bytes: the original ones, or re-encoded when converting."""
+class _SourceEncoder:
+    """A folder's file or an EncodedImage (a TFRecord's) -> stored bytes: the original ones, or
+    re-encoded when converting."""
 
     channels: int
     size: tuple[int, int] | None
     reencode: bool
 
-    def __call__(self, path: str) -> _Prepared:
-        with open(path, "rb") as handle:
-            data = handle.read()
+    def __call__(self, item: str | EncodedImage) -> _Prepared:
+        if isinstance(item, EncodedImage):
+            source, data = item
+        else:
+            with open(item, "rb") as handle:
+                source, data = item, handle.read()
         # The full decode is the corruption check (see the module docstring).
-        image = decode_sample(data, self.channels, self.size, path)
+        image = decode_sample(data, self.channels, self.size, source)
         fmt = sniff_format(data)
         if self.reencode:
             fmt = "jpeg" if fmt == "jpeg" else "png"
             data = _encode(image, fmt)
         return _prepared(data, fmt, image)
-
-
-@dataclass
-class _BytesEncoder:
-    """EncodedImage (a TFRecord's image) -> stored bytes, as :class:`_FileEncoder` does."""
-
-    channels: int
-    size: tuple[int, int] | None
-    reencode: bool
-
-    def __call__(self, item: EncodedImage) -> _Prepared:
-        image = decode_sample(item.data, self.channels, self.size, item.source)
-        fmt = sniff_format(item.data)
-        if self.reencode:
-            fmt = "jpeg" if fmt == "jpeg" else "png"
-            return _prepared(_encode(image, fmt), fmt, image)
-        return _prepared(item.data, fmt, image)
 
 
 @dataclass
@@ -225,66 +212,52 @@ def _plan_imagesets(splits: DatasetSplits, opts: LoadOptions, source: dict) -> _
     return _PackPlan(list(first.classes), first.shape[0], plans, source, "png")
 
 
+def _plan_encoded(
+    items: dict[str, list],
+    labels: dict[str, list[int]],
+    classes: list[str],
+    opts: LoadOptions,
+    name: str,
+    source: dict,
+) -> _PackPlan:
+    """Encoded images (a folder's files, TFRecord images) keep their bytes unless converted;
+    without a val split, one is carved from train as ``load_splits`` does."""
+    channels = opts.channels or guess_channels(items["train"])
+    if "val" not in items and opts.val_split > 0:
+        keep, held = stratified_split(torch.tensor(labels["train"]), opts.val_split, opts.seed)
+        train, train_labels = items["train"], labels["train"]
+        for split, picked in (("train", keep.tolist()), ("val", held.tolist())):
+            items[split] = [train[i] for i in picked]
+            labels[split] = [train_labels[i] for i in picked]
+    reencode = opts.channels is not None or opts.image_size is not None
+    encoder = _SourceEncoder(channels, opts.image_size, reencode)
+    encoding = "reencoded" if reencode else "original"
+    plans = {
+        s: _SplitPlan(items[s], labels[s], encoder, f"{name}/{s}") for s in SPLITS if items.get(s)
+    }
+    return _PackPlan(list(classes), channels, plans, source, encoding)
+
+
 def _plan_folder(root: Path, opts: LoadOptions) -> _PackPlan:
     layout = scan_folder(root)
-    splits = dict(layout.splits)
-    if "val" not in splits and opts.val_split > 0:  # as load_splits carves it
-        train = splits["train"]
-        keep, held = stratified_split(torch.tensor(train.labels), opts.val_split, opts.seed)
-        splits["train"] = dataclasses.replace(
-            train, files=[train.files[i] for i in keep], labels=[train.labels[i] for i in keep]
-        )
-        splits["val"] = dataclasses.replace(
-            train, files=[train.files[i] for i in held], labels=[train.labels[i] for i in held]
-        )
-    channels = opts.channels or guess_channels(layout.splits["train"].files)
-    reencode = opts.channels is not None or opts.image_size is not None
-    encoder = _FileEncoder(channels, opts.image_size, reencode)
-    plans = {
-        s: _SplitPlan(splits[s].files, splits[s].labels, encoder, f"{layout.root.name}/{s}")
-        for s in SPLITS
-        if s in splits and splits[s].files
-    }
-    return _PackPlan(
-        list(layout.classes),
-        channels,
-        plans,
-        {"kind": "folder", "path": str(layout.root.resolve())},
-        "reencoded" if reencode else "original",
-    )
+    items = {s: split.files for s, split in layout.splits.items()}
+    labels = {s: split.labels for s, split in layout.splits.items()}
+    source = {"kind": "folder", "path": str(layout.root.resolve())}
+    return _plan_encoded(items, labels, layout.classes, opts, layout.root.name, source)
 
 
 def _plan_tfrecord(source, opts: LoadOptions) -> _PackPlan:
-    """TFRecord files: their images keep their bytes (as a folder's files do), with a val split
-    carved from them as ``load_splits`` does; records that fail their CRC are named and left
-    out (``read_tfrecords``)."""
+    """TFRecord files as a folder's files; records that fail their CRC are named and left out
+    (``read_tfrecords``)."""
     files = tfrecord_files(source)
-    samples = read_tfrecords(files, parse_tfrecord_keys(opts.tfrecord_keys), opts.strict)
+    keys = parse_tfrecord_keys(opts.tfrecord_keys)
+    samples = read_tfrecords(files, keys, opts.strict)
     if samples.problems:
         message = skipped_message(source_name(files), samples.problems, samples.total, 3, "records")
         warnings.warn(message, DataWarning, stacklevel=3)
     items, labels = {"train": samples.images}, {"train": samples.labels}
-    if opts.val_split > 0:
-        keep, held = stratified_split(torch.tensor(samples.labels), opts.val_split, opts.seed)
-        for split, picked in (("train", keep.tolist()), ("val", held.tolist())):
-            items[split] = [samples.images[i] for i in picked]
-            labels[split] = [samples.labels[i] for i in picked]
-    channels = opts.channels or guess_channels(samples.images)
-    reencode = opts.channels is not None or opts.image_size is not None
-    encoder = _BytesEncoder(channels, opts.image_size, reencode)
-    name = source_name(files)
-    plans = {s: _SplitPlan(items[s], labels[s], encoder, f"{name}/{s}") for s in items if items[s]}
-    return _PackPlan(
-        samples.classes,
-        channels,
-        plans,
-        {
-            "kind": "tfrecord",
-            "path": str(source),
-            "keys": parse_tfrecord_keys(opts.tfrecord_keys).text(),
-        },
-        "reencoded" if reencode else "original",
-    )
+    described = {"kind": "tfrecord", "path": str(source), "keys": keys.text()}
+    return _plan_encoded(items, labels, samples.classes, opts, source_name(files), described)
 
 
 def _plan_source(source, opts: LoadOptions) -> _PackPlan:
