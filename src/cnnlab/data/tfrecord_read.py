@@ -132,61 +132,44 @@ def count_records(path: str | os.PathLike) -> int:
     return count
 
 
-# TensorFlow's tensorflow/core/example/{example,feature}.proto, as (message, [(field, number,
-# label, type, type name, oneof)]); only what an Example holds.
-_OPTIONAL, _REPEATED = 1, 3
-_BYTES, _FLOAT, _INT64, _STRING, _MESSAGE = 12, 2, 3, 9, 11
-_MESSAGES = (
-    ("BytesList", [("value", 1, _REPEATED, _BYTES, "", None)]),
-    ("FloatList", [("value", 1, _REPEATED, _FLOAT, "", None)]),
-    ("Int64List", [("value", 1, _REPEATED, _INT64, "", None)]),
-    (
-        "Feature",
-        [
-            ("bytes_list", 1, _OPTIONAL, _MESSAGE, ".cnnlab_tf.BytesList", 0),
-            ("float_list", 2, _OPTIONAL, _MESSAGE, ".cnnlab_tf.FloatList", 0),
-            ("int64_list", 3, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Int64List", 0),
-        ],
-    ),
-    ("Features", [("feature", 1, _REPEATED, _MESSAGE, ".cnnlab_tf.Features.FeatureEntry", None)]),
-    ("Example", [("features", 1, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Features", None)]),
-)
-
-
-def _add_fields(message, fields) -> None:
-    for name, number, label, kind, type_name, oneof in fields:
-        field = message.field.add(name=name, number=number, label=label, type=kind)
-        if type_name:
-            field.type_name = type_name
-        if oneof is not None:
-            field.oneof_index = oneof
+# TensorFlow's tensorflow/core/example/{example,feature}.proto as a FileDescriptorProto in
+# protobuf's text format; only what an Example holds.
+_EXAMPLE_PROTO = """
+name: "cnnlab_tf_example.proto" package: "cnnlab_tf" syntax: "proto3"
+message_type { name: "BytesList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_BYTES } }
+message_type { name: "FloatList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_FLOAT } }
+message_type { name: "Int64List"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_INT64 } }
+message_type { name: "Feature" oneof_decl { name: "kind" }
+  field { name: "bytes_list" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".cnnlab_tf.BytesList" oneof_index: 0 }
+  field { name: "float_list" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".cnnlab_tf.FloatList" oneof_index: 0 }
+  field { name: "int64_list" number: 3 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".cnnlab_tf.Int64List" oneof_index: 0 } }
+message_type { name: "Features"
+  field { name: "feature" number: 1 label: LABEL_REPEATED type: TYPE_MESSAGE
+          type_name: ".cnnlab_tf.Features.FeatureEntry" }
+  nested_type { name: "FeatureEntry" options { map_entry: true }
+    field { name: "key" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING }
+    field { name: "value" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+            type_name: ".cnnlab_tf.Feature" } } }
+message_type { name: "Example"
+  field { name: "features" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".cnnlab_tf.Features" } }
+"""  # map<string, Feature> is the nested FeatureEntry with map_entry set, as protoc writes it
 
 
 @functools.cache
 def example_class() -> type:
     """The ``tf.train.Example`` message class (protobuf), built once from a descriptor."""
     try:  # the tfrecord extra; imported on first read
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
     except ImportError:
         raise DataError(f"reading TFRecord files needs protobuf: {EXTRA_HINT}") from None
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="cnnlab_tf_example.proto", package="cnnlab_tf", syntax="proto3"
-    )
-    for name, fields in _MESSAGES:
-        message = proto.message_type.add(name=name)
-        _add_fields(message, fields)
-        if name == "Feature":
-            message.oneof_decl.add(name="kind")
-        if name == "Features":  # map<string, Feature> feature = 1;
-            entry = message.nested_type.add(name="FeatureEntry")
-            entry.options.map_entry = True
-            _add_fields(
-                entry,
-                [
-                    ("key", 1, _OPTIONAL, _STRING, "", None),
-                    ("value", 2, _OPTIONAL, _MESSAGE, ".cnnlab_tf.Feature", None),
-                ],
-            )
+    proto = text_format.Parse(_EXAMPLE_PROTO, descriptor_pb2.FileDescriptorProto())
     pool = descriptor_pool.DescriptorPool()  # our own pool: no clash with TensorFlow's names
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("cnnlab_tf.Example"))
