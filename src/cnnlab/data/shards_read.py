@@ -1,25 +1,17 @@
-"""Reading shard packs: the manifest, verification, a streaming ``IterableDataset``, whole-pack
-loading.
+"""Reading shard packs (see :mod:`cnnlab.data.shards_write` for the layout): the manifest,
+verification, a streaming ``IterableDataset``, whole-pack loading.
 
-A pack (written by :func:`cnnlab.data.shards_write.pack_shards`) is a folder of tar shards in the
-WebDataset layout, ``{split}-{i:05d}.tar`` holding ``{key}.cls`` + ``{key}.jpg`` pairs, and a
-``manifest.json`` listing each split's shards with their sample counts and sha256 digests.
+Verification: before a shard is used, its sha256, sample count, labels and member names
+(``KEY.cls`` and one ``KEY.<image>`` per sample, KEY a plain name) are checked against the
+manifest, once per file state (path, size, mtime_ns; later epochs pay a ``stat``). A shard that
+fails refuses the pack with a one-line :class:`DataError` naming it: the manifest's counts
+decide which samples each rank and worker reads, so a shard cannot be skipped without shifting
+everyone's share. Nothing is ever extracted.
 
-Verification: before a shard is used, its sha256, sample count, labels and member names are
-checked against the manifest, once per file state (cached by path, size and mtime_ns, so later
-epochs and loaders pay a ``stat``). A shard that fails refuses the pack with a one-line
-:class:`DataError` naming it (and both digests): the manifest's counts decide which samples each
-rank and worker reads, so a shard that is not what was packed cannot be skipped without shifting
-everyone's share, and a pack that was tampered with is better re-made than half-trusted. Only
-the members a pack has are accepted: ``KEY.cls`` and one ``KEY.<image>`` per sample, KEY a plain
-name (no ``/``, ``..`` or absolute paths; nothing is ever extracted, so nothing is written).
-
-Splitting the work: the manifest's counts let every consumer (distributed rank x DataLoader
-worker) compute which samples of the epoch are its own. The epoch's shuffled shard list is one
-stream of samples; rank ``r`` takes ``[r*P, (r+1)*P)`` of it (``P = ceil(N / world_size)``,
-wrapping around to pad as ``DistributedSampler`` does) and each worker a contiguous part of its
-rank's range, so no worker idles when there are fewer shards than workers and every rank yields
-the same number of samples (DDP needs equal step counts).
+Splitting the work: the epoch's shuffled shard list is one stream of samples; rank ``r`` takes
+``[r*P, (r+1)*P)`` of it (``P = ceil(N / world_size)``, wrapping around to pad as
+``DistributedSampler`` does) and each worker a contiguous part of its rank's range, so no worker
+idles when there are fewer shards than workers and every rank yields as many samples (DDP).
 
 Why a hand-written tar reader (the hot path): webdataset's reader (``tarfile`` underneath) costs
 about 170 us per CIFAR-sized sample, twice the JPEG decode, and halved the streaming epoch
@@ -31,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -131,9 +124,8 @@ def _is_count(value) -> bool:
 def _manifest_problem(manifest: dict) -> str:
     """What is wrong with a manifest's fields, or ""."""
     classes, size = manifest.get("classes"), manifest.get("image_size")
-    if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
-        return f"'classes' must be a list of distinct names, got {_short(classes)}"
-    if not all(isinstance(c, str) for c in classes):
+    named = isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+    if not named or len(set(classes)) != len(classes):
         return f"'classes' must be a list of distinct names, got {_short(classes)}"
     if manifest.get("channels") not in (1, 3) or type(manifest["channels"]) is not int:
         return f"'channels' must be 1 or 3, got {_short(manifest.get('channels'))}"
@@ -393,12 +385,10 @@ def epoch_segments(counts: list[int], start: int, stop: int) -> list[tuple[int, 
     Returns:
         ``(i, lo, hi)``: samples ``lo`` to ``hi`` (exclusive) of the stream's ``i``-th shard.
     """
-    total = sum(counts)
+    offsets = [0, *itertools.accumulate(counts)]
+    total = offsets[-1]
     if total == 0:
         return []
-    offsets = [0]
-    for count in counts:
-        offsets.append(offsets[-1] + count)
     segments, pos = [], start
     while pos < stop:
         local = pos % total
@@ -432,12 +422,10 @@ def _read_groups(shard: Path, lo: int, hi: int) -> Iterator[tuple[int, str, dict
 class ShardDataset(IterableDataset):
     """One split of a shard pack, streamed: yields ``(image uint8 (C, H, W), label int)``.
 
-    Each epoch the shard order is shuffled with a generator seeded by ``(seed, epoch)`` (the
-    same on every rank and worker), the epoch's samples are divided among distributed ranks and
-    DataLoader workers (see the module docstring), and each worker shuffles its samples within a
-    buffer of ``buffer_size`` still-encoded samples (seeded by seed, epoch, rank and worker)
-    before decoding them. Undecodable images are skipped and counted in :attr:`skipped` (in
-    worker processes: reported by a DataWarning from the worker), or raise with ``strict``.
+    Each epoch the shard order is shuffled (seeded by ``(seed, epoch)``, alike on every rank
+    and worker), the samples are divided (see the module docstring), and each worker shuffles
+    its own within a buffer of still-encoded samples before decoding them. Undecodable images
+    are skipped, listed in :attr:`skipped` and warned about, or raise with ``strict``.
 
     Args:
         pack_dir: the pack folder (with ``manifest.json``).
@@ -489,9 +477,7 @@ class ShardDataset(IterableDataset):
         self.shards = [self.pack_dir / s["name"] for s in record["shards"]]
         self.counts = [s["samples"] for s in record["shards"]]
         self._stamps = verify_split(self.pack_dir, self.manifest, split)
-        self.offsets = [0]  # stored position of each shard's first sample
-        for count in self.counts:
-            self.offsets.append(self.offsets[-1] + count)
+        self.offsets = [0, *itertools.accumulate(self.counts)]  # each shard's first sample
         self.dataset_size = self.offsets[-1]
         self.per_rank = math.ceil(self.dataset_size / world_size)
         self.skipped: list[str] = []
@@ -552,10 +538,8 @@ class ShardDataset(IterableDataset):
         return [(order[i], lo, hi) for i, lo, hi in pieces]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         skipped: list[str] = []
-        for event in self.samples(self.epoch, worker, num_workers):
+        for event in self.samples(self.epoch, *_worker()):
             if isinstance(event, str):
                 skipped.append(event)
             else:
@@ -596,6 +580,12 @@ class ShardDataset(IterableDataset):
                 yield source, members[ext], int(members["cls"]), self.offsets[index] + position
 
 
+def _worker() -> tuple[int, int]:
+    """(this DataLoader worker's id, number of workers); (0, 1) outside a worker."""
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
 def _buffer_shuffle(items: Iterator, size: int, rng: random.Random) -> Iterator:
     """Shuffle a stream within a buffer of ``size`` items."""
     buffer = []
@@ -623,10 +613,8 @@ class ChunkStream(IterableDataset):
         self.dataset, self.chunk = dataset, max(1, int(chunk))
 
     def __iter__(self):
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         images, labels, positions, skipped = [], [], [], []
-        for event in self.dataset.samples(self.dataset.epoch, worker, num_workers):
+        for event in self.dataset.samples(self.dataset.epoch, *_worker()):
             if isinstance(event, str):
                 skipped.append(event)
                 continue
