@@ -284,15 +284,17 @@ def guess_channels(items: list[str] | list[EncodedImage], sample: int = 16) -> i
     return 1 if modes and all(m in _GRAY_MODES or m.startswith("I;16") for m in modes) else 3
 
 
-def skipped_message(
-    name: str, failures: list[str], total: int, shown: int = 3, unit: str = "files"
-) -> str:
-    """One message for the files (or records, ``unit``) of ``name`` that could not be decoded:
-    the first few + a count."""
-    first = "; ".join(failures[:shown])
-    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+def warn_skipped(
+    name: str, failures: list[str], total: int, unit: str = "files", stacklevel: int = 2
+) -> None:
+    """One DataWarning for the files (or records, ``unit``) of ``name`` that could not be
+    decoded, if any: the first three and a count."""
+    if not failures:
+        return
+    more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
     count = f"{len(failures)} of {total} {unit}"
-    return f"{name}: skipped {count} that are not readable images: {first}{more}"
+    message = f"{name}: skipped {count} that are not readable images: "
+    warnings.warn(message + "; ".join(failures[:3]) + more, DataWarning, stacklevel + 1)
 
 
 def decode_items(
@@ -333,9 +335,7 @@ def report_skipped(images: ImageSet, total: int, strict: bool, unit: str = "file
     cached load must be as strict and as loud as a fresh one."""
     if images.skipped and strict:
         raise CorruptImageError(images.skipped[0] + " (strict mode)")
-    if images.skipped:
-        message = skipped_message(images.name, images.skipped, total, unit=unit)
-        warnings.warn(message, DataWarning, stacklevel=3)
+    warn_skipped(images.name, images.skipped, total, unit, stacklevel=3)
 
 
 def load_folder_splits(

@@ -14,7 +14,6 @@ This module is the public face of the three shard modules; import from here.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 
 import torch
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from cnnlab.data.augment import AugmentConfig, gather_batch, sample_geometry
 from cnnlab.data.batching import BatchLoader
-from cnnlab.data.folder import DataWarning, skipped_message
+from cnnlab.data.folder import warn_skipped
 from cnnlab.data.normalize import Normalizer
 from cnnlab.data.shards_read import (
     MANIFEST_NAME,
@@ -210,9 +209,7 @@ class ShardLoader(BatchLoader):
                 x = x.contiguous(memory_format=torch.channels_last)
             yield self._finish(x, generator), y
         self.skipped = skipped
-        if skipped:
-            message = skipped_message(self.name, skipped, self.per_rank)
-            warnings.warn(message, DataWarning, stacklevel=2)
+        warn_skipped(self.name, skipped, self.per_rank)
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -29,7 +29,6 @@ import math
 import os
 import random
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,7 +49,7 @@ from cnnlab.data.decode import (
     header_size,
     resize_image,
 )
-from cnnlab.data.folder import DataWarning, skipped_message
+from cnnlab.data.folder import warn_skipped
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.errors import CorruptImageError, DataError
 
@@ -545,9 +544,7 @@ class ShardDataset(IterableDataset):
             else:
                 yield event[0], event[1]
         self.skipped = skipped
-        if skipped:
-            name = f"{self.pack_dir.name}/{self.split}"
-            warnings.warn(skipped_message(name, skipped, self.per_rank), DataWarning, stacklevel=2)
+        warn_skipped(f"{self.pack_dir.name}/{self.split}", skipped, self.per_rank)
 
     def samples(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator:
         """Decoded samples of one consumer: ``(image, label, stored position)`` tuples, and
@@ -677,8 +674,7 @@ def read_shards(
         found[positions] = True
         skipped.extend(chunk_skipped)
     name = f"{dataset.pack_dir.name}/{split}"
-    if skipped:
-        warnings.warn(skipped_message(name, skipped, dataset.dataset_size), DataWarning, 2)
+    warn_skipped(name, skipped, dataset.dataset_size)
     keep = torch.nonzero(found).flatten()
     return ImageSet(out[keep], labels[keep], dataset.classes, name, skipped)
 

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -47,7 +46,7 @@ from cnnlab.data.batching import derive_seed
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
 from cnnlab.data.decode import EncodedImage, default_workers, sniff_format
-from cnnlab.data.folder import DataWarning, guess_channels, scan_folder, skipped_message
+from cnnlab.data.folder import guess_channels, scan_folder, warn_skipped
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
 from cnnlab.data.registry import dataset_info
 from cnnlab.data.shards_read import (
@@ -252,9 +251,7 @@ def _plan_tfrecord(source, opts: LoadOptions) -> _PackPlan:
     files = tfrecord_files(source)
     keys = parse_tfrecord_keys(opts.tfrecord_keys)
     samples = read_tfrecords(files, keys, opts.strict)
-    if samples.problems:
-        message = skipped_message(source_name(files), samples.problems, samples.total, 3, "records")
-        warnings.warn(message, DataWarning, stacklevel=3)
+    warn_skipped(source_name(files), samples.problems, samples.total, "records", stacklevel=3)
     items, labels = {"train": samples.images}, {"train": samples.labels}
     described = {"kind": "tfrecord", "path": str(source), "keys": keys.text()}
     return _plan_encoded(items, labels, samples.classes, opts, source_name(files), described)
@@ -447,9 +444,7 @@ def _write_split(
         raise DataError(
             f"{todo.name}: none of the {n} files is a readable image: {stats.failures[:3]}"
         )
-    if stats.failures:
-        message = skipped_message(todo.name, stats.failures, n)
-        warnings.warn(message, DataWarning, stacklevel=3)
+    warn_skipped(todo.name, stats.failures, n, stacklevel=3)
     mean, std = stats.mean_std()
     record = {
         "num_samples": written,
