@@ -61,18 +61,15 @@ class AugmentConfig:
     brightness: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int):
-            raise DataError(f"augment crop must be an integer >= 0, got {self.pad_crop!r}")
-        if self.pad_crop < 0:
-            raise DataError(f"augment crop must be >= 0, got {self.pad_crop}")
+        for key, value in (("crop", self.pad_crop), ("translate", self.translate)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DataError(f"augment {key} must be an integer >= 0, got {value!r}")
+            if value < 0:
+                raise DataError(f"augment {key} must be >= 0, got {value}")
         if self.pad_mode not in PAD_MODES:
             raise DataError(
                 f"augment padding {self.pad_mode!r} is not one of: {choices_text(PAD_MODES)}"
             )
-        if isinstance(self.translate, bool) or not isinstance(self.translate, int):
-            raise DataError(f"augment translate must be an integer >= 0, got {self.translate!r}")
-        if self.translate < 0:
-            raise DataError(f"augment translate must be >= 0, got {self.translate}")
         if self.saturation is not None:
             lower, upper = (float(v) for v in self.saturation)
             if not 0.0 <= lower <= upper:
@@ -159,8 +156,7 @@ def parse_augment(text: str) -> AugmentConfig:
         key, has_value, value = (part.strip() for part in token.partition("="))
         key = key.lower()
         if not has_value and key in AUGMENT_PRESETS:
-            preset = AUGMENT_PRESETS[key]
-            default = AugmentConfig()
+            preset, default = AUGMENT_PRESETS[key], AugmentConfig()
             for f in dataclasses.fields(preset):
                 if getattr(preset, f.name) != getattr(default, f.name):
                     fields[f.name] = getattr(preset, f.name)

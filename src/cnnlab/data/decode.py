@@ -346,8 +346,6 @@ def first_image_size(paths: Sequence[str | EncodedImage], channels: int) -> tupl
 
 def default_workers(n_files: int) -> int:
     """Decode processes for ``n_files``: none for a few hundred files, else one per core (<= 8)."""
-    import os
-
     if n_files < 512:
         return 0  # starting processes costs more than decoding a few hundred small images
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8))
@@ -378,7 +376,8 @@ def decode_files(
         size = first_image_size(paths, channels)
         if size is None:
             raise CorruptImageError(
-                f"none of the {len(paths)} files decodes as an image (first: {_names(paths)})"
+                f"none of the {len(paths)} files decodes as an image "
+                f"(first: {[getattr(p, 'source', p) for p in paths[:3]]})"
             )
     size = (int(size[0]), int(size[1]))
     workers = default_workers(len(paths)) if workers is None else workers
@@ -407,7 +406,3 @@ def decode_files(
             f"none of the {len(paths)} files decodes as an image: {failures[:3]}"
         )
     return DecodeResult(out[index], index, failures, resized)
-
-
-def _names(items: Sequence[str | EncodedImage]) -> list[str]:
-    return [item.source if isinstance(item, EncodedImage) else item for item in items[:3]]
