@@ -1,14 +1,11 @@
 """The streaming pipeline: shard packs read by DataLoader workers, batched like the in-memory path.
 
 For data larger than the memory budget (``--in-memory off``, or ``auto`` when the decoded set
-would not fit). ``cnnlab data pack`` writes a pack (:func:`pack_shards`, in
-:mod:`cnnlab.data.shards_write`); :class:`ShardLoader` streams it: worker processes read and
-decode the shards in parallel (:class:`ShardDataset`, in :mod:`cnnlab.data.shards_read`), and the
-main process turns their chunks into exact batches on the training device, then augments and
-normalizes them there with the very code :class:`~cnnlab.data.memory.DeviceLoader` uses. The
-training engine cannot tell the two loaders apart.
-
-This module is the public face of the three shard modules; import from here.
+would not fit). :func:`pack_shards` (:mod:`~cnnlab.data.shards_write`) writes a pack;
+:class:`ShardLoader` streams it, decoding in workers (:class:`ShardDataset`, in
+:mod:`~cnnlab.data.shards_read`), then batching, augmenting and normalizing on the device with
+the code :class:`~cnnlab.data.memory.DeviceLoader` uses. This module is the public face of the
+three shard modules; import from here.
 """
 
 from __future__ import annotations
@@ -54,35 +51,20 @@ __all__ = [
 class ShardLoader(BatchLoader):
     """Batches of one split of a shard pack on the device: shuffled, augmented, normalized.
 
-    The same interface and batch semantics as :class:`~cnnlab.data.memory.DeviceLoader`: yields
-    ``(x, y)``, x float ``(B, C, H, W)`` normalized on ``device``, y int64 ``(B,)``; ``len()``
-    is the number of batches (honouring ``drop_last``); every rank yields the same number of
-    samples (padded by wrapping around, as ``DistributedSampler`` does); augmentation draws
-    from a device generator seeded with ``(seed, epoch, rank)``; :meth:`set_epoch`, or simply
-    iterating again, picks the epoch.
-
-    Worker processes (``num_workers``) stream and decode the shards and send chunks of up to
-    ``batch_size`` images; the main process cuts them into exact batches (so, unlike a plain
-    DataLoader over an IterableDataset, there is no partial batch per worker), moves them to the
-    device (pinned memory and non-blocking copies on CUDA) and augments them there. Workers are
-    persistent: they start once, at the first epoch. More workers than shards is fine: workers
-    split samples, not shards (see :mod:`cnnlab.data.shards_read`).
+    The interface and batch semantics of :class:`~cnnlab.data.memory.DeviceLoader` (``len()``,
+    ``drop_last``, ranks padded to equal sizes, seeded augmentation, :meth:`set_epoch`). Worker
+    processes (``num_workers``, persistent, splitting samples rather than shards) decode chunks
+    of up to ``batch_size`` images; the main process cuts them into exact batches (no partial
+    batch per worker), moves them to the device (pinned and non-blocking on CUDA) and augments
+    them there.
 
     Args:
         pack_dir: the pack folder (with ``manifest.json``).
         split: "train", "val" or "test".
-        batch_size: images per batch.
-        device: where batches are produced ("cpu", "cuda", ...).
+        batch_size, device, seed, augment, normalizer, drop_last, channels_last, dtype, rank,
+            world_size: as for DeviceLoader.
         shuffle: shuffle shards and samples every epoch (else the stored order, itself shuffled
             once when packing).
-        seed: seed of the order and of the augmentation.
-        augment: augmentation (pass it for the training split only); None for none.
-        normalizer: how pixels become model inputs (default: scale to [0, 1]).
-        drop_last: drop the last batch of an epoch when it is smaller than ``batch_size``.
-        channels_last: yield batches stored NHWC.
-        dtype: floating dtype of the yielded images.
-        rank: this process's rank in distributed training.
-        world_size: number of processes in distributed training.
         num_workers: decode processes (0: decode in this process).
         buffer_size: samples per worker in the shuffle buffer.
         channels: 1 or 3 to decode to (default: the pack's).
@@ -90,10 +72,9 @@ class ShardLoader(BatchLoader):
         strict: raise on a corrupt sample instead of skipping and reporting it.
 
     Attributes:
-        classes, name, shape, dataset_size, num_samples (per rank and epoch, after padding and
-        ``drop_last``), epoch, skipped (corrupt samples of the last complete epoch): as on
-        DeviceLoader. A corrupt sample leaves its rank one sample short, which can cost it a
-        batch; distributed training wants an intact pack (packing verifies every image).
+        As on DeviceLoader, and ``skipped``: the corrupt samples of the last complete epoch. A
+        corrupt sample leaves its rank one sample short, which can cost it a batch; distributed
+        training wants an intact pack (packing verifies every image).
     """
 
     def __init__(
