@@ -47,13 +47,18 @@ def parse_image_size(text: str | int | tuple[int, int] | None) -> tuple[int, int
     return size
 
 
-def _check_options(opts: LoadOptions) -> None:
+def resolve_options(options: LoadOptions | None, **overrides) -> LoadOptions:
+    """``options`` (default ``LoadOptions()``) with ``overrides``, the image size parsed and
+    every field checked (DataError naming the bad one)."""
+    opts = dataclasses.replace(options or LoadOptions(), **overrides)
+    opts = dataclasses.replace(opts, image_size=parse_image_size(opts.image_size))
     if opts.channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {opts.channels!r}")
     if not 0.0 <= opts.val_split < 1.0:
         raise DataError(f"val_split must be in [0, 1), got {opts.val_split!r}")
     if opts.workers is not None and opts.workers < 0:
         raise DataError(f"workers must be >= 0, got {opts.workers!r}")
+    return opts
 
 
 def is_registered(source: str | os.PathLike) -> bool:
@@ -80,10 +85,7 @@ def load_splits(
         DataError: a bad option, a missing file, a failed download or checksum, unreadable images.
     """
     check_source(source)
-    opts = dataclasses.replace(options or LoadOptions(), **overrides)
-    if opts.image_size is not None:
-        opts = dataclasses.replace(opts, image_size=parse_image_size(opts.image_size))
-    _check_options(opts)
+    opts = resolve_options(options, **overrides)
     if is_registered(source):
         splits = dataset_info(str(source)).loader(opts)
     elif is_shard_pack(source):

@@ -25,7 +25,6 @@ is never mistaken for a complete one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -44,7 +43,7 @@ from webdataset import TarWriter
 from cnnlab.atomic import atomic_path
 from cnnlab.data.batching import derive_seed
 from cnnlab.data.config import LoadOptions
-from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
+from cnnlab.data.datasets import is_registered, load_splits, resolve_options
 from cnnlab.data.decode import EncodedImage, default_workers, sniff_format
 from cnnlab.data.folder import guess_channels, scan_folder, warn_skipped
 from cnnlab.data.imageset import DatasetSplits, ImageSet, stratified_split
@@ -494,14 +493,9 @@ def pack_shards(
             option, an unknown source, or a split without a single readable image.
         CorruptImageError: with ``strict``, the first file that does not decode.
     """
-    opts = dataclasses.replace(options or LoadOptions(), **overrides)
-    opts = dataclasses.replace(opts, image_size=parse_image_size(opts.image_size))
+    opts = resolve_options(options, **overrides)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise DataError(f"shards must be an integer >= 1, got {shards!r}")
-    if opts.channels not in (None, 1, 3):
-        raise DataError(f"channels must be 1 or 3, got {opts.channels!r}")
-    if not 0.0 <= opts.val_split < 1.0:
-        raise DataError(f"val_split must be in [0, 1), got {opts.val_split!r}")
     out = Path(out_dir).expanduser()
     plan = _plan_source(source, opts)
     settings = {
