@@ -162,9 +162,12 @@ class Normalizer:
         # Compute in at least float32 so bf16/fp16 outputs lose precision only once.
         work = torch.float64 if dtype == torch.float64 else torch.float32
         scale, bias = self._scale_bias(x.device, work, is_uint8)
-        out = x.to(work) if is_uint8 or x.dtype != work else x.clone()  # fresh: update in place
-        if scale is not None:
-            out.mul_(scale)
+        if is_uint8 or x.dtype != work:
+            out = x.to(work)  # a fresh tensor: safe to update in place
+            if scale is not None:
+                out.mul_(scale)
+        else:  # one pass: x * scale is already a fresh tensor
+            out = x.clone() if scale is None else x * scale
         if bias is not None:
             out.add_(bias)
         return out.to(dtype)
