@@ -22,9 +22,19 @@ import torch
 from cnnlab.data.augment import AugmentConfig, parse_augment
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits, parse_image_size
-from cnnlab.data.folder import DataWarning
+from cnnlab.data.decode import first_image_size
+from cnnlab.data.folder import DataWarning, guess_channels, scan_folder
 from cnnlab.data.memory import DeviceLoader, fits_in_memory, images_bytes
 from cnnlab.data.normalize import Normalizer
+from cnnlab.data.shards import ShardLoader, pack_shards
+from cnnlab.data.shards_read import is_shard_pack, read_manifest, shard_stats, verify_split
+from cnnlab.data.tfrecord import (
+    first_image_size_of,
+    is_tfrecord_source,
+    parse_tfrecord_keys,
+    tfrecord_files,
+)
+from cnnlab.data.tfrecord_read import count_records, tfrecord_stamp
 from cnnlab.errors import DataError, choices_text
 
 IN_MEMORY_MODES = ("auto", "on", "off")
@@ -140,8 +150,6 @@ def _check(cfg: DataConfig) -> None:
 
 
 def _is_pack(source: str) -> bool:
-    from cnnlab.data.shards_read import is_shard_pack
-
     return not is_registered(source) and is_shard_pack(source)
 
 
@@ -155,20 +163,13 @@ def estimated_bytes(cfg: DataConfig) -> int | None:
         return None
     opts = cfg.load_options()
     if _is_pack(cfg.source):
-        from cnnlab.data.shards_read import read_manifest
-
         manifest = read_manifest(cfg.source)
         count = sum(split["num_samples"] for split in manifest["splits"].values())
         size = opts.image_size or tuple(manifest.get("image_size") or (0, 0))
         channels = opts.channels or manifest.get("channels") or 3
         return images_bytes(count, (channels, *size)) if all(size) else None
-    from cnnlab.data.tfrecord import is_tfrecord_source
-
     if is_tfrecord_source(cfg.source):
         return _tfrecord_bytes(cfg.source, opts)
-    from cnnlab.data.decode import first_image_size
-    from cnnlab.data.folder import guess_channels, scan_folder
-
     layout = scan_folder(cfg.source)
     files = [f for split in layout.splits.values() for f in split.files]
     channels = opts.channels or guess_channels(files)
@@ -178,9 +179,6 @@ def estimated_bytes(cfg: DataConfig) -> int | None:
 
 def _tfrecord_bytes(source: str, opts) -> int | None:
     """Decoded size of TFRecord files: their record count (headers only) x the first image."""
-    from cnnlab.data.tfrecord import first_image_size_of, parse_tfrecord_keys, tfrecord_files
-    from cnnlab.data.tfrecord_read import count_records
-
     files = tfrecord_files(source)
     size = opts.image_size or first_image_size_of(files, parse_tfrecord_keys(opts.tfrecord_keys))
     if size is None:
@@ -205,18 +203,11 @@ def pack_key(cfg: DataConfig) -> str:
     """Name of the cached pack of a non-pack source: what decides its content, hashed."""
     opts = cfg.load_options()
     source = cfg.source if is_registered(cfg.source) else str(Path(cfg.source).resolve())
-    from cnnlab.data.tfrecord import is_tfrecord_source
-
     keys = None
     if is_tfrecord_source(cfg.source):  # a glob: the files it matches now, not its text
-        from cnnlab.data.tfrecord import parse_tfrecord_keys, tfrecord_files
-        from cnnlab.data.tfrecord_read import tfrecord_stamp
-
         source += "|" + "|".join(tfrecord_stamp(f) for f in tfrecord_files(cfg.source))
         keys = parse_tfrecord_keys(opts.tfrecord_keys).text()
     elif not is_registered(cfg.source):
-        from cnnlab.data.folder import scan_folder
-
         layout = scan_folder(cfg.source)
         source += "|" + "|".join(s.fingerprint for s in layout.splits.values())
     parts = [source, opts.image_size, opts.channels, opts.val_split, opts.seed]
@@ -233,9 +224,6 @@ def ensure_pack(cfg: DataConfig) -> Path:
     """
     if _is_pack(cfg.source):
         return Path(cfg.source)
-    from cnnlab.data.shards import pack_shards
-    from cnnlab.data.shards_read import is_shard_pack
-
     opts = cfg.load_options()
     out = opts.home / "shards" / pack_key(cfg)
     problem = _cache_problem(out) if is_shard_pack(out) else "missing"
@@ -248,8 +236,6 @@ def ensure_pack(cfg: DataConfig) -> Path:
 
 def _cache_problem(pack: Path) -> str:
     """Why a cached pack cannot be used as it is, or "" (verification is cached: no cost later)."""
-    from cnnlab.data.shards_read import read_manifest, verify_split
-
     try:
         manifest = read_manifest(pack)
         for split in manifest["splits"]:
@@ -325,16 +311,11 @@ def _stream_normalizer(cfg: DataConfig, pack: Path) -> Normalizer:
         return fixed
     if cfg.normalize != "standardize":
         return Normalizer(cfg.normalize)
-    from cnnlab.data.shards_read import shard_stats
-
     mean, std = shard_stats(pack, "train")  # computed while packing: no pass over the data
     return Normalizer("standardize", mean, tuple(s if s > 0 else 1.0 for s in std))
 
 
 def _stream_loaders(cfg, device, channels_last, rank, world_size, drop_last) -> Loaders:
-    from cnnlab.data.shards import ShardLoader
-    from cnnlab.data.shards_read import read_manifest
-
     pack = ensure_pack(cfg)
     manifest = read_manifest(pack)
     opts = cfg.load_options()

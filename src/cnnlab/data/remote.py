@@ -31,6 +31,7 @@ from cnnlab.data import formats
 from cnnlab.data.cache import cached_imageset, file_fingerprint
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.download import RemoteFile, fetch, safe_extract
+from cnnlab.data.folder import load_folder_splits
 from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.registry import DatasetInfo, register_dataset
 from cnnlab.errors import DataError
@@ -226,8 +227,6 @@ def load_flowers(opts: LoadOptions) -> DatasetSplits:
     The archive is verified, extracted safely into ``<home>/datasets/flowers`` once, then read
     as a class-per-folder tree (``flower_photos/<class>/*.jpg``) by the image-folder loader.
     """
-    from cnnlab.data.folder import load_folder_splits  # lazy: decoding pulls in more modules
-
     archive = _fetch_all("flowers", opts)["archive"]
     dest = safe_extract(archive, opts.home / "datasets" / "flowers")
     root = dest / "flower_photos"

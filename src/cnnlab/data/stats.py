@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from cnnlab.data.config import LoadOptions
 from cnnlab.data.datasets import is_registered, load_splits
 from cnnlab.data.decode import header_size, image_header, sniff_format
+from cnnlab.data.folder import scan_folder
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.normalize import channel_stats
 from cnnlab.data.shards_read import is_shard_pack
@@ -89,8 +90,6 @@ def dataset_stats(
         )
         sizes.pop(None, None)  # a header that cannot be read
     elif not is_registered(source) and not is_shard_pack(source):
-        from cnnlab.data.folder import scan_folder
-
         layout = scan_folder(source)
         sizes = file_sizes([f for split in layout.splits.values() for f in split.files])
     return DataStats(str(source), splits.train.classes, [split_stats(s) for s in present], sizes)
