@@ -51,9 +51,7 @@ class DeviceLoader(BatchLoader):
         world_size: number of processes in distributed training.
 
     Attributes:
-        classes: class names. num_samples: samples yielded per epoch by this rank (after
-        padding and ``drop_last``). dataset_size: images in ``data``. shape: ``(C, H, W)``.
-        epoch: the epoch the next iteration produces.
+        classes, name: those of ``data``; and :class:`~cnnlab.data.batching.BatchLoader`'s.
     """
 
     def __init__(

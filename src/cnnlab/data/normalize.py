@@ -25,15 +25,8 @@ _STATS_CHUNK_VALUES = 1 << 23
 def channel_stats(images: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) standard deviation of ``images`` on the [0, 1] scale.
 
-    Accumulated in float64 chunk by chunk, so no float copy of the whole set is made; the sums
-    of integer pixel values are exact in float64. Used by ``Normalizer.from_imageset`` and
-    ``cnnlab data stats``.
-
-    Args:
-        images: the image set (uint8 ``(N, C, H, W)``).
-
-    Returns:
-        ``(mean, std)``, one float per channel each.
+    Returns ``(mean, std)``, one float per channel each. Accumulated in float64 chunk by chunk,
+    so no float copy of the whole set is made; the sums of integer pixel values are exact.
     """
     pixels = images.images
     n, channels, height, width = pixels.shape

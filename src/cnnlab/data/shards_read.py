@@ -687,9 +687,7 @@ def load_pack_splits(pack_dir: str | os.PathLike, opts: LoadOptions) -> DatasetS
     """
     pack_dir = Path(pack_dir).expanduser()
     manifest = read_manifest(pack_dir)
-    if "train" not in manifest["splits"]:
-        have = ", ".join(manifest["splits"])
-        raise DataError(f"{pack_dir}: the pack has no 'train' split (has: {have})")
+    _split_record(manifest, pack_dir, "train")  # raises naming the splits there are
     out = {}
     for split, record in manifest["splits"].items():
         key = {
