@@ -28,6 +28,7 @@ from pathlib import Path
 import pooch
 
 from cnnlab.atomic import _UMASK, write_text_atomic
+from cnnlab.data.formats import one_line
 from cnnlab.errors import ChecksumError, DataError, UnsafeArchiveError
 from cnnlab.progress import progress_bar
 
@@ -204,7 +205,7 @@ def _describe(error: Exception) -> str:
     response = getattr(error, "response", None)  # requests' HTTPError (no import needed)
     if response is not None and getattr(response, "status_code", None):
         return f"HTTP {response.status_code} {response.reason}"
-    return " ".join(str(error).split()) or type(error).__name__
+    return one_line(error)
 
 
 class _Sink:

@@ -41,26 +41,23 @@ class ImageSet:
     skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        where, images = self.name or "image set", self.images
+        if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(
-                f"{self.name or 'image set'}: images must be a uint8 (N, C, H, W) tensor, "
-                f"got {self.images.dtype} {tuple(self.images.shape)}"
+                f"{where}: images must be a uint8 (N, C, H, W) tensor, "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
-        if self.images.shape[1] not in (1, 3):
+        if images.shape[1] not in (1, 3):
+            raise DataError(f"{where}: images must have 1 or 3 channels, got {images.shape[1]}")
+        self.labels = labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        if labels.shape != (images.shape[0],):
             raise DataError(
-                f"{self.name or 'image set'}: images must have 1 or 3 channels, "
-                f"got {self.images.shape[1]}"
+                f"{where}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}"
             )
-        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
-        if self.labels.shape != (self.images.shape[0],):
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
             raise DataError(
-                f"{self.name or 'image set'}: {self.images.shape[0]} images but labels of shape "
-                f"{tuple(self.labels.shape)}"
-            )
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise DataError(
-                f"{self.name or 'image set'}: labels must lie in [0, {len(self.classes)}), "
-                f"got [{int(self.labels.min())}, {int(self.labels.max())}]"
+                f"{where}: labels must lie in [0, {len(self.classes)}), "
+                f"got [{int(labels.min())}, {int(labels.max())}]"
             )
 
     def __len__(self) -> int:
