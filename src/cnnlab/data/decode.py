@@ -138,8 +138,7 @@ def _torchvision_decoder() -> Callable | None:
         buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_image(buffer, mode=mode)
-        return image
+            return decode_image(buffer, mode=mode)
 
     return decode
 
@@ -388,7 +387,6 @@ def decode_files(
         batch_size=256,
         num_workers=workers,
         collate_fn=_collate,
-        persistent_workers=False,
     )
     with progress_bar(description, len(paths), enabled=progress) as advance:
         for indices, images, errors, n_resized in loader:
