@@ -17,9 +17,6 @@ from cnnlab.layers.conv import Conv2d
 class Fire(nn.Module):
     """Fire module. Output channels: ``expand1x1 + expand3x3``.
 
-    ``fusable_chains`` names the conv -> (BN) -> ReLU runs of ``forward`` for
-    :func:`cnnlab.layers.conv_relu.fuse_conv_relu` (fused where the BN is an Identity).
-
     Args:
         in_channels: input channels.
         squeeze: filters of the 1x1 squeeze conv.
@@ -27,12 +24,6 @@ class Fire(nn.Module):
         batchnorm: BatchNorm (bias-free convs) before each ReLU.
         bn_momentum: PyTorch-convention momentum (lesson 003's Keras 0.9 is 0.1 here).
     """
-
-    fusable_chains = (
-        ("squeeze", "squeeze_bn", "squeeze_activation"),
-        ("expand1x1", "expand1x1_bn", "expand1x1_activation"),
-        ("expand3x3", "expand3x3_bn", "expand3x3_activation"),
-    )
 
     def __init__(
         self,
