@@ -7,13 +7,14 @@
 (c) ``keras``: the lesson's Keras model with ``fit`` (``--keras-python``, run in that interpreter
     by ``benchmarks/keras_speed.py``; TensorFlow is never a cnnlab dependency).
 (a) runs with ``cnnlab train``'s defaults: precision "auto" (bf16 autocast on CUDA and on CPUs
-with AMX/AVX-512 bf16), channels_last (CUDA, bf16, fp32 on x86 CPUs) and fused Adam; "engine
-fp32" is (a) in fp32, "engine fp32 nchw" the same without channels_last, "plain same" is (b)
-with (a)'s precision, memory format and fused Adam. Models: fmnist_cnn (MNIST, batch 128), vgg6
-(CIFAR-10, batch 32), squeezenet_flowers at 64x64 (5 classes, batch 64, lr 3e-3, flip +
-saturation as lesson 003). ``--compile`` adds "engine compile" ((a) with torch.compile);
-``--batch`` overrides the batch sizes (GPU runs). Variants take turns, order rotated each
-repeat, so drift hits all alike.
+with AMX/AVX-512 bf16), channels_last (CUDA, bf16, fp32 on x86 CPUs), keep_host_memory (CPU,
+glibc; process-wide, so every variant here gets it; ``--no-keep-host-memory`` for the old
+allocator) and fused Adam; "engine fp32" is (a) in fp32, "engine fp32 nchw" the same without
+channels_last, "plain same" is (b) with (a)'s precision, memory format and fused Adam.
+Models: fmnist_cnn (MNIST, batch 128), vgg6 (CIFAR-10, batch 32), squeezenet_flowers at
+64x64 (5 classes, batch 64, lr 3e-3, flip + saturation as lesson 003). ``--compile`` adds
+"engine compile" ((a) with torch.compile); ``--batch`` overrides the batch sizes (GPU runs).
+Variants take turns, order rotated each repeat, so drift hits all alike.
 
 Usage::
 
@@ -110,6 +111,7 @@ class Engine:
         options = {"lr": recipe.get("lr"), **options}
         cfg = resolve_hardware(TrainConfig(optimizer="adam", device=str(device), **options), device)
         self.settings = f"{cfg.precision}{', channels_last' if cfg.channels_last else ''}"
+        self.settings += ", keep_host_memory" if cfg.keep_host_memory else ""
         self.settings += ", compile" if cfg.compile else ""
         self.precision, self.channels_last = cfg.precision, cfg.channels_last
         augment, cl = recipe.get("augment"), cfg.channels_last
@@ -297,15 +299,16 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, tmp: 
     batch = args.batch.get(name, batch)
     data, source = load_data(name, args.limit, tmp)
     print(f"\n{name}: batch {batch}, Adam, data: {source}")
-    engine = Engine(name, data, device, batch)
+    keep = {"keep_host_memory": False} if args.no_keep_host_memory else {}
+    engine = Engine(name, data, device, batch, **keep)
     variants = {"engine": engine, "plain same": Plain(name, data, device, batch, like=engine)}
     if args.compile:
-        variants["engine compile"] = Engine(name, data, device, batch, compile=True)
+        variants["engine compile"] = Engine(name, data, device, batch, compile=True, **keep)
     if engine.precision != "fp32":
-        variants["engine fp32"] = Engine(name, data, device, batch, precision="fp32")
+        variants["engine fp32"] = Engine(name, data, device, batch, precision="fp32", **keep)
     fp32 = variants.get("engine fp32", engine)
     if fp32.channels_last and not args.no_nchw:
-        nchw = Engine(name, data, device, batch, precision="fp32", channels_last=False)
+        nchw = Engine(name, data, device, batch, precision="fp32", channels_last=False, **keep)
         variants["engine fp32 nchw"] = nchw
     variants["plain"] = Plain(name, data, device, batch)
     print(f"engine: {engine.settings}; plain same: the same settings and fused Adam; "
@@ -338,6 +341,9 @@ def parse_args() -> argparse.Namespace:
     add("--batch", default="", help="batch sizes, e.g. fmnist_cnn=512,vgg6=256 (GPU runs)")
     add("--keras-python", default=None, help="a Python with TensorFlow: adds (c)")
     add("--no-nchw", action="store_true", help="leave out the fp32 NCHW engine variant")
+    add("--no-keep-host-memory", action="store_true",
+        help="engines as `cnnlab train --no-keep-host-memory` (the setting is process-wide: "
+        "with it on, every variant of the process reuses freed memory)")  # fmt: skip
     args = parser.parse_args()
     args.models = args.models.split(",")
     pairs = [item.split("=") for item in args.batch.split(",") if item]

@@ -13,7 +13,7 @@ import yaml
 from cnnlab.errors import ConfigError, RunError, TrainingError
 from cnnlab.train import History, TrainConfig, fit, load_run, predict
 from cnnlab.train.checkpoint import load_state, load_weights
-from cnnlab.train.device import resolve_precision, wants_channels_last
+from cnnlab.train.device import resolve_precision, wants_channels_last, wants_keep_host_memory
 from cnnlab.train.fit import resume_run
 from train_helpers import NanAfter, StopAt, config, digits, history_metrics
 
@@ -57,10 +57,14 @@ def test_config_yaml_round_trips(tmp_path):
     cfg = config(tmp_path / "run", optimizer="sgd", lr=0.05, schedule="cosine", epochs=1)
     fit("lenet5", digits(augment="crop=2"), cfg)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    # "auto" precision and channels_last are saved as what ran on this machine
-    precision = resolve_precision("auto", torch.device("cpu"))
-    channels_last = wants_channels_last(None, torch.device("cpu"), precision)
-    resolved = dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
+    # "auto" precision, channels_last and keep_host_memory are saved as what ran on this machine
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)
+    channels_last = wants_channels_last(None, cpu, precision)
+    keep = wants_keep_host_memory(None, cpu)
+    resolved = dataclasses.replace(
+        cfg, precision=precision, channels_last=channels_last, keep_host_memory=keep
+    )
     assert saved["train"]["precision"] in ("bf16", "fp32")
     assert TrainConfig.from_dict(saved["train"]) == resolved
     assert saved["model"] == {

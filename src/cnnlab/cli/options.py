@@ -97,6 +97,14 @@ Device = Annotated[str, option("--device", help="auto, cpu, cuda, cuda:N or mps.
 Precision = Annotated[
     str, option("--precision", help="auto (bf16 where fast: CUDA, AMX CPUs), fp32, bf16, fp16.")
 ]
+KeepHostMemory = Annotated[
+    bool | None,
+    option(
+        "--keep-host-memory/--no-keep-host-memory",
+        help="Reuse freed host memory instead of returning it (default: on for CPU training, "
+        "Linux/glibc).",
+    ),
+]
 ChannelsLast = Annotated[
     bool | None,
     option(

@@ -82,6 +82,7 @@ def train_cmd(
     device: opt.Device = "auto",
     precision: opt.Precision = "auto",
     channels_last: opt.ChannelsLast = None,
+    keep_host_memory: opt.KeepHostMemory = None,
     compile: opt.Compile = False,
     run_dir: Annotated[
         Path | None,

@@ -56,6 +56,9 @@ class TrainConfig:
             scaling, CUDA). The run's config.yaml records the resolved value.
         channels_last: NHWC memory format; None: on for CUDA, for bf16 on the CPU and for
             fp32 on x86 CPUs with AVX2/AVX-512 (config.yaml records the resolved value).
+        keep_host_memory: keep freed host memory for reuse (glibc ``mallopt``, process-wide:
+            large tensors are not unmapped and page-faulted again every step); None: on when
+            training on the CPU under Linux/glibc (config.yaml records the resolved value).
         compile: wrap the model in ``torch.compile``.
         seed: seed of weights init, dropout and (through DataConfig) the data order.
         init: "default" (PyTorch's per-layer init) or "keras" (Glorot-uniform weights, zero
@@ -90,6 +93,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool | None = None
+    keep_host_memory: bool | None = None
     compile: bool = False
     seed: int = 0
     init: str = "default"

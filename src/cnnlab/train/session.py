@@ -34,6 +34,7 @@ from cnnlab.train.display import Display
 from cnnlab.train.distributed import DistEnv
 from cnnlab.train.engine import EpochResult, TrainStep
 from cnnlab.train.history import History
+from cnnlab.train.host_memory import keep_host_memory
 from cnnlab.train.metrics import MetricSums
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.run import (
@@ -289,6 +290,8 @@ def check_fits(model: nn.Module, loaders: Loaders) -> None:
 
 def make_step(model: nn.Module, cfg: TrainConfig, env: DistEnv, steps_per_epoch: int):
     """Move ``model`` to the device and build its optimizer step (DDP, compile, scaler)."""
+    if cfg.keep_host_memory:
+        keep_host_memory()
     model.to(env.device)
     if wants_channels_last(cfg.channels_last, env.device):
         model.to(memory_format=torch.channels_last)
