@@ -20,6 +20,7 @@ import numpy as np
 from cnnlab.data.decode import read_image
 from cnnlab.errors import DataError, ExportError, first_line
 from cnnlab.export.deployable import FORMAT_VERSION, INPUT_NAME, METADATA_KEY
+from cnnlab.prediction import Prediction
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 
@@ -117,20 +118,6 @@ def _load_torchscript(path: Path) -> tuple[Callable, dict[str, Any]]:
             return module(torch.from_numpy(x)).float().numpy()
 
     return forward, meta
-
-
-@dataclass
-class Prediction:
-    """Top classes of one image: ``top`` is [(class name, probability)], best first (the same
-    fields as :class:`cnnlab.train.Prediction`)."""
-
-    source: str
-    top: list[tuple[str, float]]
-
-    @property
-    def label(self) -> str:
-        """The predicted class."""
-        return self.top[0][0]
 
 
 def read_pixels(model: ExportedModel, images: list[str | Path]) -> np.ndarray:

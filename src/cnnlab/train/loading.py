@@ -17,6 +17,7 @@ from cnnlab.data.normalize import Normalizer
 from cnnlab.errors import DataError, RunError, first_line
 from cnnlab.models import build
 from cnnlab.models.build import last_stage_with
+from cnnlab.prediction import Prediction
 from cnnlab.shapes import parse_input_shape
 from cnnlab.train import checkpoint as ckpt
 from cnnlab.train.history import History
@@ -112,19 +113,6 @@ def load_run(
         history=history,
         metrics=metrics,
     )
-
-
-@dataclass
-class Prediction:
-    """Top classes of one image: ``top`` is [(class name, probability)], best first."""
-
-    source: str
-    top: list[tuple[str, float]]
-
-    @property
-    def label(self) -> str:
-        """The predicted class."""
-        return self.top[0][0]
 
 
 def preprocess(run: Run, images: list[str | Path | torch.Tensor]) -> torch.Tensor:
