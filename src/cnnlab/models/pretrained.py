@@ -252,17 +252,14 @@ def load_state(
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     report.new_head += [k for k in missing if _is_head(k)]
     missing = [k for k in missing if not _is_head(k)]
-    problems = [
-        f"{label} ({len(keys)}): {_listing(keys)}"
-        for label, keys in (
-            ("unexpected keys", unexpected),
-            ("missing keys", missing),
-            ("shape mismatches (weights vs model)", mismatched),
-        )
-        if keys
-    ]
-    if problems:
-        raise WeightsError(f"weights from {source} do not fit the model: " + "; ".join(problems))
+    refuse_key_problems(
+        source,
+        {
+            "unexpected keys": unexpected,
+            "missing keys": missing,
+            "shape mismatches (weights vs model)": mismatched,
+        },
+    )
     model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
     if warn and (report.dropped_head or report.new_head):
         warnings.warn(report.message(), stacklevel=2)
@@ -293,6 +290,19 @@ def load_pretrained(
     if name in TORCHVISION and not Path(weights).is_dir():
         report.mean, report.std = expected_normalization(name)
     return report
+
+
+def refuse_key_problems(source: str, problems: dict[str, list[str]]) -> None:
+    """Raise WeightsError listing each non-empty group of keys (label: keys) from ``source``.
+
+    Raises:
+        WeightsError: when any group has keys, naming the source and the first keys of each.
+    """
+    listed = [
+        f"{label} ({len(keys)}): {_listing(keys)}" for label, keys in problems.items() if keys
+    ]
+    if listed:
+        raise WeightsError(f"weights from {source} do not fit the model: " + "; ".join(listed))
 
 
 def _listing(keys: list[str], limit: int = 8) -> str:

@@ -28,7 +28,7 @@ from torch import nn
 from cnnlab.build_record import BuildRecord, attach, record_of
 from cnnlab.errors import MissingDependencyError, UnknownModelError, WeightsError, first_line
 from cnnlab.layers import infer_output_shape
-from cnnlab.models.pretrained import LoadReport, read_state_dict
+from cnnlab.models.pretrained import LoadReport, read_state_dict, refuse_key_problems
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
 PREFIX = "timm:"
@@ -193,13 +193,9 @@ def _check_keys(model: nn.Module, state: Mapping[str, Any], heads: list[str], so
         }
 
     own, theirs = body(model.state_dict()), body(state)
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(sorted(keys)[:6])}"
-        for label, keys in (("missing keys", own - theirs), ("unexpected keys", theirs - own))
-        if keys
-    ]
-    if problems:
-        raise WeightsError(f"weights from {source} do not fit the model: " + "; ".join(problems))
+    refuse_key_problems(
+        source, {"missing keys": sorted(own - theirs), "unexpected keys": sorted(theirs - own)}
+    )
 
 
 def _names(value: Any) -> list[str]:
