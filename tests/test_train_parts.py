@@ -295,3 +295,12 @@ def test_keras_init_and_the_init_option(tmp_path):
         ),
     )
     assert yaml.safe_load((history.run_dir / "config.yaml").read_text())["train"]["init"] == "keras"
+
+
+def test_curves_of_one_epoch_tick_whole_epochs():
+    from cnnlab.viz.curves import plot_curves
+
+    row = {"epoch": 1, "loss": 1.7, "accuracy": 0.5, "val_loss": 0.9, "val_accuracy": 0.8}
+    figure = plot_curves([row])
+    for ax in figure.axes:
+        assert list(ax.get_xticks()) == [1]

@@ -39,7 +39,10 @@ def plot_curves(history: list[dict], title: str | None = None) -> Figure:
             text += f", Validation {label.lower()}: {fmt.format(_last(val) * scale)}"
         ax.set_title(text)
         ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(set(epochs)) == 1:  # one epoch: MaxNLocator would tick 0.96, 0.98, ...
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     figure.axes[-1].set_xlabel("Epochs")
