@@ -204,7 +204,7 @@ def _timm_info(name: str) -> ModelInfo:
         factory=factory,
         family="timm",
         source="timm",
-        input_shape=default_input(name),
+        input_shape=default_input(name, cfg),
         num_classes=int(cfg.get("num_classes") or 1000),
         description=f"timm's {arch_of(name)}",
         reference="timm pretrained config",

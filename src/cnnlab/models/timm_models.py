@@ -91,9 +91,11 @@ def pretrained_config(name: str) -> dict[str, Any]:
     return cfg.to_dict() if cfg is not None else {}
 
 
-def default_input(name: str) -> Shape:
-    """The ``(C, H, W)`` input timm's pretrained config gives (224x224x3 without one)."""
-    size = pretrained_config(name).get("input_size") or (3, 224, 224)
+def default_input(name: str, cfg: Mapping[str, Any] | None = None) -> Shape:
+    """The ``(C, H, W)`` input timm's pretrained config (``cfg``, read when None) gives
+    (224x224x3 without one)."""
+    cfg = pretrained_config(name) if cfg is None else cfg
+    size = cfg.get("input_size") or (3, 224, 224)
     return tuple(int(v) for v in size)  # type: ignore[return-value]
 
 
@@ -132,7 +134,7 @@ def create_timm_model(
     """
     timm = require_timm(name)
     arch, cfg = arch_of(name), pretrained_config(name)
-    shape = default_input(name) if input_shape is None else parse_input_shape(input_shape)
+    shape = default_input(name, cfg) if input_shape is None else parse_input_shape(input_shape)
     classes = int(cfg.get("num_classes") or 1000) if num_classes is None else num_classes
     extra = {"img_size": shape[1:]} if cfg.get("fixed_input_size") else {}
     args = dict(num_classes=classes, in_chans=shape[0], **extra, **kwargs)
@@ -295,7 +297,7 @@ def describe(name: str) -> dict[str, Any]:
     cfg = pretrained_config(name)
     return {
         "name": name,
-        "input": hwc(default_input(name)),
+        "input": hwc(default_input(name, cfg)),
         "interpolation": cfg.get("interpolation", "-"),
         "mean": tuple(cfg.get("mean") or ()),
         "std": tuple(cfg.get("std") or ()),
