@@ -9,7 +9,8 @@
 (a) runs with ``cnnlab train``'s defaults: precision "auto" (bf16 autocast on CUDA and on CPUs
 with AMX/AVX-512 bf16), channels_last (CUDA, bf16, fp32 on x86 CPUs), keep_host_memory (CPU,
 glibc; process-wide, so every variant here gets it; ``--no-keep-host-memory`` for the old
-allocator) and fused Adam; "engine fp32" is (a) in fp32, "engine fp32 nchw" the same without
+allocator), pool_first (max pools before the ReLU in front of them; ``--no-pool-first``) and
+fused Adam; "engine fp32" is (a) in fp32, "engine fp32 nchw" the same without
 channels_last, "plain same" is (b) with (a)'s precision, memory format and fused Adam.
 Models: fmnist_cnn (MNIST, batch 128), vgg6 (CIFAR-10, batch 32), squeezenet_flowers at
 64x64 (5 classes, batch 64, lr 3e-3, flip + saturation as lesson 003). ``--compile`` adds
@@ -112,6 +113,7 @@ class Engine:
         cfg = resolve_hardware(TrainConfig(optimizer="adam", device=str(device), **options), device)
         self.settings = f"{cfg.precision}{', channels_last' if cfg.channels_last else ''}"
         self.settings += ", keep_host_memory" if cfg.keep_host_memory else ""
+        self.settings += ", pool_first" if cfg.pool_first else ""
         self.settings += ", compile" if cfg.compile else ""
         self.precision, self.channels_last = cfg.precision, cfg.channels_last
         augment, cl = recipe.get("augment"), cfg.channels_last
@@ -300,6 +302,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, tmp: 
     data, source = load_data(name, args.limit, tmp)
     print(f"\n{name}: batch {batch}, Adam, data: {source}")
     keep = {"keep_host_memory": False} if args.no_keep_host_memory else {}
+    keep.update({"pool_first": False} if args.no_pool_first else {})
     engine = Engine(name, data, device, batch, **keep)
     variants = {"engine": engine, "plain same": Plain(name, data, device, batch, like=engine)}
     if args.compile:
@@ -344,6 +347,8 @@ def parse_args() -> argparse.Namespace:
     add("--no-keep-host-memory", action="store_true",
         help="engines as `cnnlab train --no-keep-host-memory` (the setting is process-wide: "
         "with it on, every variant of the process reuses freed memory)")  # fmt: skip
+    add("--no-pool-first", action="store_true",
+        help="engines as TrainConfig(pool_first=False): each ReLU before its max pool")  # fmt: skip
     args = parser.parse_args()
     args.models = args.models.split(",")
     pairs = [item.split("=") for item in args.batch.split(",") if item]

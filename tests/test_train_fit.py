@@ -240,9 +240,10 @@ def test_tensorboard_events_hold_the_epoch_metrics(tmp_path):
 
 
 def test_compile_trains_on_cpu(tmp_path):
-    """torch.compile on the CPU (inductor; about half a minute of compiling on 2 cores)."""
+    """torch.compile on the CPU (inductor; about half a minute of compiling on 2 cores), with
+    ReLUs so that the pools run first (instance forwards, which dynamo must trace)."""
     cfg = config(tmp_path / "run", epochs=1, compile=True, max_steps=4)
-    history = fit("lenet5", digits(), cfg)
+    history = fit("lenet5", digits(), cfg, model_options={"activation": "relu"})
     assert history.stopped == "max_steps"
     state = load_state(tmp_path / "run" / "state.pt")
     assert not any(k.startswith("_orig_mod") for k in state["model"]), "plain keys saved"

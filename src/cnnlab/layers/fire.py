@@ -8,6 +8,8 @@ SqueezeNet weights load. Lesson 003's ``fire_module(squeeze, expand)`` is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -61,6 +63,20 @@ class Fire(nn.Module):
             [
                 self.expand1x1_activation(self.expand1x1_bn(self.expand1x1(x))),
                 self.expand3x3_activation(self.expand3x3_bn(self.expand3x3(x))),
+            ],
+            dim=1,
+        )
+
+    def pooled_forward(self, x: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor]):
+        """``pool(self(x))`` for a max ``pool``, computed with less work: each expand branch
+        is pooled before its ReLU and the concatenation (max pooling commutes with both), so
+        the ReLUs and the concat run on the pooled, smaller maps. Same values and gradients.
+        """
+        x = self.squeeze_activation(self.squeeze_bn(self.squeeze(x)))
+        return torch.cat(
+            [
+                self.expand1x1_activation(pool(self.expand1x1_bn(self.expand1x1(x)))),
+                self.expand3x3_activation(pool(self.expand3x3_bn(self.expand3x3(x)))),
             ],
             dim=1,
         )

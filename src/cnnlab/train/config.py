@@ -59,6 +59,10 @@ class TrainConfig:
         keep_host_memory: keep freed host memory for reuse (glibc ``mallopt``, process-wide:
             large tensors are not unmapped and page-faulted again every step); None: on when
             training on the CPU under Linux/glibc (config.yaml records the resolved value).
+        pool_first: while training, run each max pool before the ReLU in front of it (the
+            same values and gradients, the ReLU on a 4x smaller map; see
+            `cnnlab.layers.pool_first`). False keeps every module's own forward, e.g. for
+            forward hooks that must see a ReLU's full-size output during training.
         compile: wrap the model in ``torch.compile``.
         seed: seed of weights init, dropout and (through DataConfig) the data order.
         init: "default" (PyTorch's per-layer init) or "keras" (Glorot-uniform weights, zero
@@ -94,6 +98,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool | None = None
     keep_host_memory: bool | None = None
+    pool_first: bool = True
     compile: bool = False
     seed: int = 0
     init: str = "default"

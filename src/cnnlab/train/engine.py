@@ -33,6 +33,7 @@ class TrainStep:
         scaler: gradient scaler for fp16, else None.
         precision: "fp32", "bf16" or "fp16".
         grad_clip: max gradient norm, or None.
+        release: undoes what building the step did to the model (`close` calls it).
     """
 
     model: nn.Module
@@ -43,6 +44,13 @@ class TrainStep:
     scaler: torch.amp.GradScaler | None = None
     precision: str = "fp32"
     grad_clip: float | None = None
+    release: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Give the model its own forward passes back (see ``TrainConfig.pool_first``)."""
+        if self.release is not None:
+            self.release()
+            self.release = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward, step; returns the detached (loss, logits)."""

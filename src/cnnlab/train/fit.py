@@ -138,6 +138,7 @@ def fit(
         st.history.final_metrics = finish(s, st)
         return st.history
     finally:
+        s.step.close()
         s.display.close()
         for hook in s.hooks:
             hook.on_train_end(st.history)

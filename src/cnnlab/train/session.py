@@ -22,6 +22,7 @@ from cnnlab.build_record import model_name, record_of
 from cnnlab.data import DataConfig, build_loaders
 from cnnlab.data.pipeline import Loaders
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.layers.pool_first import pool_before_activation
 from cnnlab.models.build import build
 from cnnlab.models.init import apply_init
 from cnnlab.shapes import hwc
@@ -181,14 +182,16 @@ def setup(
     module = _initialized(model_for_data(model, loaders, model_options), model, cfg.init)
     check_fits(module, loaders)
     step = make_step(module, cfg, env, len(loaders.train))
-    path, resuming, lock = open_run(module, loaders, cfg, env)
+    lock = None
     try:
+        path, resuming, lock = open_run(module, loaders, cfg, env)
         hooks = list(callbacks)
         if cfg.tensorboard and env.is_main:
             hooks.append(TensorBoardLogger(path / "tensorboard"))
         if fault_armed():  # tests only (CNNLAB_FAULT_AT): otherwise no per-step hook is added
             hooks.append(_FaultPoints())
     except BaseException:
+        step.close()  # a module passed in gets its own forward passes back
         if lock is not None:
             lock.release()
         raise
@@ -295,6 +298,7 @@ def make_step(model: nn.Module, cfg: TrainConfig, env: DistEnv, steps_per_epoch:
     model.to(env.device)
     if wants_channels_last(cfg.channels_last, env.device):
         model.to(memory_format=torch.channels_last)
+    release = pool_before_activation(model) if cfg.pool_first else None
     train_model = distributed.wrap(model, env)
     if cfg.compile:
         train_model = torch.compile(train_model)
@@ -308,6 +312,7 @@ def make_step(model: nn.Module, cfg: TrainConfig, env: DistEnv, steps_per_epoch:
         scaler=grad_scaler(env.device, cfg.precision),
         precision=cfg.precision,
         grad_clip=cfg.grad_clip,
+        release=release,
     )
 
 
