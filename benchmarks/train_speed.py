@@ -300,6 +300,12 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, tmp: 
     _, _, batch, _, steps, warmup = SETUPS[name]
     batch = args.batch.get(name, batch)
     data, source = load_data(name, args.limit, tmp)
+    timed = max(args.steps or steps, args.warmup or warmup)
+    if timed * batch > len(data):  # the plain loop and Keras would time empty or repeated data
+        raise SystemExit(
+            f"{name}: {timed} steps of {batch} need {timed * batch:,} images, {len(data):,} "
+            f"loaded: raise --limit or lower --steps"
+        )
     print(f"\n{name}: batch {batch}, Adam, data: {source}")
     keep = {"keep_host_memory": False} if args.no_keep_host_memory else {}
     keep.update({"pool_first": False} if args.no_pool_first else {})

@@ -210,7 +210,8 @@ def test_cli_errors_are_one_line(trained_run, tmp_path):
         (["--format", "tflite"], "format 'tflite' is not one of"),
         (["--batch", "many"], "batch 'many' is not 'dynamic' or a positive integer"),
         (["--format", "torchscript", "--opset", "17"], "opset 17 needs --format onnx"),
-        (["--format", "torchscript", "-o", "m.onnx"], "a torchscript file must end in .pt"),
+        (["--format", "torchscript", "-o", "m.onnx"], "torchscript files end in .pt"),
+        (["-o", "m.txt"], "onnx files end in .onnx"),
     ):
         result = runner.invoke(
             app, ["export", str(trained_run.path), "-o", str(tmp_path / "x.onnx"), *args]

@@ -80,7 +80,7 @@ def export_run(
     fixed = parse_batch(batch)
     if out is not None and Path(out).suffix.lower() != FORMATS[format]:
         # `cnnlab predict` and `load_exported` tell the format by the suffix
-        raise ConfigError(f"out '{out}': a {format} file must end in {FORMATS[format]}")
+        raise ConfigError(f"out '{out}': {format} files end in {FORMATS[format]}")
     if not isinstance(run, Run):
         run = load_run(run, weights=weights)
     run.model.float().eval()
