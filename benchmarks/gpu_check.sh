@@ -77,7 +77,7 @@ if [[ $MODE == cuda ]]; then
     step 150 "tests on CUDA" "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow" \
         tests/test_cuda.py tests/test_train_fit.py tests/test_data_memory.py
     step 210 "speed table (GPU batch sizes)" "$PY" benchmarks/train_speed.py --device cuda \
-        --compile --repeats 3 --batch fmnist_cnn=512,vgg6=256,squeezenet_flowers=256
+        --compile --repeats 3 --batch fmnist_cnn=512,vgg6=256,squeezenet_flowers=256 --limit 50000
     if [[ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]]; then
         step 90 "DDP: 2 nccl processes, train + resume" ddp cuda
     else
