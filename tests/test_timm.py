@@ -205,3 +205,38 @@ def test_lesson_003_xception_is_timms_keras_port(monkeypatch):
     assert f"Non-trainable params: {COUNTS['xception']['non-trainable']:,}" in lines
     monkeypatch.setitem(sys.modules, "timm", None)
     assert xception_backbone() == "xception"
+
+
+def test_an_unreachable_hub_is_not_asked_and_the_error_says_so(monkeypatch, tmp_path):
+    """Offline, huggingface_hub would retry each file for ~25 s before falling back on its
+    cache; cnnlab asks it in offline mode instead (an empty cache here: it must fail at once)."""
+    import huggingface_hub.constants as hub
+    import timm
+
+    from cnnlab.models import hub_offline
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub_offline, "hub_reachable", lambda timeout=3.0: False)
+    seen, real = [], timm.create_model
+
+    def spy(*args, **kwargs):
+        seen.append(hub.HF_HUB_OFFLINE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    with pytest.raises(WeightsError, match=r"huggingface.co:443 cannot be reached.*no copy"):
+        create_model(NAME, pretrained="imagenet", num_classes=3)
+    assert seen == [True] and hub.HF_HUB_OFFLINE is False  # forced for that call only
+
+
+def test_hub_reachable_tries_a_connection_unless_a_proxy_is_set(monkeypatch):
+    from cnnlab.models.hub_offline import hub_address, hub_reachable
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert hub_address() == ("127.0.0.1", 9)
+    assert hub_reachable(timeout=1.0) is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_reachable(timeout=1.0) is True  # through a proxy there is no telling

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from torch import nn
 from cnnlab.build_record import BuildRecord, attach, record_of
 from cnnlab.errors import MissingDependencyError, UnknownModelError, WeightsError, first_line
 from cnnlab.layers import infer_output_shape
+from cnnlab.models.hub_offline import hub_address, offline_unless_reachable
 from cnnlab.models.pretrained import LoadReport, read_state_dict, refuse_key_problems
 from cnnlab.shapes import Shape, hwc, parse_input_shape
 
@@ -141,16 +143,18 @@ def create_timm_model(
     overlay, source = None, None
     if pretrained is not None:
         overlay, source = _weights_overlay(timm, name, cfg, args, pretrained)
+    from_hub = str(pretrained) == "imagenet" and bool(cfg.get("hf_hub_id"))
     try:
-        model = timm.create_model(
-            arch, pretrained=pretrained is not None, pretrained_cfg_overlay=overlay, **args
-        )
+        with offline_unless_reachable() if from_hub else nullcontext(False) as offline:
+            model = timm.create_model(
+                arch, pretrained=pretrained is not None, pretrained_cfg_overlay=overlay, **args
+            )
     except TypeError as err:
         raise UnknownModelError(f"timm model {name!r}: bad option ({first_line(err)})") from None
     except (OSError, RuntimeError, ValueError) as err:
         if pretrained is None:
             raise
-        raise _weights_error(name, cfg, source, err) from None
+        raise _weights_error(name, cfg, source, err, offline) from None
     record = BuildRecord(name, shape, classes, kind="registry", options=dict(kwargs))
     if pretrained is not None:
         record = replace(record, pretrained=_report(model, {**cfg, **(overlay or {})}, source))
@@ -206,7 +210,9 @@ def _names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _weights_error(name: str, cfg: Mapping[str, Any], source, err: BaseException) -> WeightsError:
+def _weights_error(
+    name: str, cfg: Mapping[str, Any], source, err: BaseException, offline: bool = False
+) -> WeightsError:
     if source and not str(source).startswith("imagenet:"):
         return WeightsError(f"weights from {source} do not fit {name}: {first_line(err, 300)}")
     if cfg.get("hf_hub_id"):
@@ -216,8 +222,12 @@ def _weights_error(name: str, cfg: Mapping[str, Any], source, err: BaseException
         )
     else:
         where = f"put {cfg.get('url')} into torch's hub cache ($TORCH_HOME/hub/checkpoints)"
+    why = first_line(err, 200)
+    if offline:
+        host, port = hub_address()
+        why = f"{host}:{port} cannot be reached from here, and the local cache has no copy"
     return WeightsError(
-        f"could not get timm's pretrained weights for {name}: {first_line(err, 200)}. "
+        f"could not get timm's pretrained weights for {name}: {why}. "
         f"Offline, {where}, or pass a local file with --weights PATH (.safetensors preferred)"
     )
 
