@@ -252,6 +252,45 @@ def test_seeded_byte_flips_never_crash_or_hang(tmp_path):
         assert len(train) + len(train.skipped) <= 18
 
 
+def test_gzip_and_zlib_files_written_by_tensorflow_read_as_the_plain_one(tmp_path):
+    plain = _load(FIXTURES / "flowers-00.tfrec").train
+    for kind in ("gzip", "zlib"):
+        path = FIXTURES / f"compressed-{kind}.tfrec"
+        assert count_records(path) == 18
+        train = _load(path).train
+        assert torch.equal(train.images, plain.images) and torch.equal(train.labels, plain.labels)
+    named = tmp_path / "train.tfrecord.gz"  # TensorFlow users' usual name: a source by itself
+    shutil.copy(FIXTURES / "compressed-gzip.tfrec", named)
+    assert torch.equal(_load(named).train.images, plain.images)
+
+
+def test_damaged_gzip_files_name_the_record_and_keep_the_rest(tmp_path):
+    import gzip
+
+    whole = (FIXTURES / "flowers-00.tfrec").read_bytes()
+    offsets = _offsets(FIXTURES / "flowers-00.tfrec")
+    members = tmp_path / "members.tfrec"  # two gzip members in a row (cat a.gz b.gz)
+    members.write_bytes(gzip.compress(whole[: offsets[7]]) + gzip.compress(whole[offsets[7] :]))
+    assert [r.offset for r in iter_records(members)] == offsets
+    cut = tmp_path / "cut.tfrec"
+    cut.write_bytes(gzip.compress(whole)[:-4000])
+    records = list(iter_records(cut))
+    assert records[-1].fatal and "left (truncated)" in records[-1].problem
+    assert all(r.data is not None for r in records[:-1]) and 0 < len(records) < 18
+    length = struct.pack("<Q", 2**40)  # a valid CRC: inflating it could take gigabytes
+    huge = tmp_path / "huge.tfrec"
+    huge.write_bytes(gzip.compress(length + struct.pack("<I", masked_crc(length)) + b"\0" * 10**6))
+    tracemalloc.start()
+    (record,) = iter_records(huge)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20 and record.fatal and "over the 268,435,456" in record.problem
+    junk = tmp_path / "junk.tfrec"  # gzip's magic, then garbage
+    junk.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
+    with pytest.raises(DataError, match=r"junk.tfrec#0 .*corrupt compressed stream"):
+        _load(junk)
+
+
 def test_missing_extra_names_it(monkeypatch):
     from cnnlab.data import tfrecord_read
 

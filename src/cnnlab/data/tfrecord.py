@@ -33,7 +33,8 @@ from cnnlab.data.imageset import DatasetSplits, ImageSet
 from cnnlab.data.tfrecord_read import iter_records, parse_example, tfrecord_stamp
 from cnnlab.errors import CorruptImageError, DataError
 
-TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
+_PLAIN_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
+TFRECORD_SUFFIXES = (*_PLAIN_SUFFIXES, *(f"{s}.gz" for s in _PLAIN_SUFFIXES))  # + GZIP files
 MAX_CLASSES = 100_000  # a label index beyond it is an error, not 10^9 empty classes
 _ROLES = ("image", "label", "name")
 
@@ -93,7 +94,7 @@ def _has_magic(text: str) -> bool:
 
 def is_tfrecord_source(source: str | os.PathLike) -> bool:
     """Whether ``source`` names TFRecord files: a glob (``data/*.tfrec``) or a path ending in
-    .tfrec, .tfrecord or .tfrecords. A folder never is (its name may hold ``[``)."""
+    .tfrec, .tfrecord or .tfrecords (+ .gz). A folder never is (its name may hold ``[``)."""
     text = _text(source)
     if not text or os.path.isdir(text):
         return False

@@ -15,6 +15,14 @@ stops the file there (nothing after it can be found), reported with the record i
 offset. A length is never used to allocate before it is checked against the bytes the file has
 left, so a hostile length (2^63) costs nothing.
 
+Files TensorFlow wrote with ``compression_type="GZIP"`` or ``"ZLIB"`` are recognized by their
+first bytes (when they do not start with a valid record header) and inflated as they are read;
+their offsets count bytes of the inflated stream, and since its size is unknown in advance a
+record's data is read in chunks of at most 1 MiB, so a hostile length allocates no more than
+the stream holds, and a record declaring over 256 MiB ends the file (DEFLATE inflates up to
+1032x: a small file could otherwise hold gigabytes). A corrupt compressed stream ends the file
+like a bad length.
+
 Why not the ``tfrecord`` package: it checks no CRC, and grows its buffer to 1.5x any declared
 length before reading. Here ``protobuf`` parses the Example (message classes built at run time
 from a small descriptor of TensorFlow's ``example.proto``/``feature.proto``: no generated code)
@@ -26,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +45,8 @@ EXTRA_HINT = "pip install 'cnnlab[tfrecord]' (protobuf and google-crc32c)"
 _HEADER = struct.Struct("<QI")  # length, masked CRC of the length
 _FOOTER = struct.Struct("<I")  # masked CRC of the data
 _MASK_DELTA = 0xA282EAD8
+_CHUNK = 1 << 20  # reads of a compressed stream: at most this many bytes at a time
+MAX_INFLATED_RECORD = 256 << 20  # a compressed file's record: DEFLATE inflates up to 1032x
 
 
 @dataclass(frozen=True)
@@ -84,11 +95,16 @@ def iter_records(path: str | os.PathLike) -> Iterator[Record]:
     """
     if not os.path.isfile(path):  # checked before opening: a FIFO would block the open
         raise DataError(f"{path}: not a regular file; not read as TFRecords")
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    with open(path, "rb") as raw:
+        handle, size = _records_stream(raw)
         index, offset = 0, 0
-        while offset < size:
-            record = _next_record(handle, index, offset, size)
+        while size is None or offset < size:
+            try:
+                record = _next_record(handle, index, offset, size)
+            except zlib.error as err:
+                record = Record(index, offset, None, f"corrupt compressed stream ({err})", True)
+            if record.index < 0:  # a compressed stream ended where a record could start
+                return
             yield record
             if record.fatal:
                 return
@@ -96,31 +112,99 @@ def iter_records(path: str | os.PathLike) -> Iterator[Record]:
             index += 1
 
 
-def _next_record(handle, index: int, offset: int, size: int) -> Record:
+def _records_stream(raw) -> tuple:
+    """``(stream, size)`` of an open TFRecord file: the file itself and its size, or for a
+    GZIP/ZLIB-compressed file an inflating reader and None (its size is unknown)."""
+    head = raw.read(_HEADER.size)
+    raw.seek(0)
+    plain = len(head) == _HEADER.size and masked_crc(head[:8]) == _HEADER.unpack(head)[1]
+    if plain or not _compressed(head):
+        return raw, os.fstat(raw.fileno()).st_size
+    return _Inflating(raw), None
+
+
+def _compressed(head: bytes) -> bool:
+    """GZIP's magic, or a zlib header (CMF 0x78 and the header check of RFC 1950)."""
+    gzip = head[:2] == b"\x1f\x8b"
+    return gzip or (len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0)
+
+
+class _Inflating:
+    """``read``/``tell`` over a GZIP or ZLIB stream (several gzip members in a row too)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.position, self.pending, self.tail = raw, 0, b"", b""
+        self.inflater = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip or a zlib header
+
+    def read(self, size: int) -> bytes:
+        parts, wanted = [self.pending[:size]], size - len(self.pending[:size])
+        self.pending = self.pending[size:]
+        while wanted > 0:
+            chunk = self._inflate(min(wanted, _CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            wanted -= len(chunk)
+        data = b"".join(parts)
+        self.position += len(data)
+        return data
+
+    def _inflate(self, size: int) -> bytes:
+        """Up to ``size`` inflated bytes; b"" at the end of the input."""
+        while True:
+            if self.inflater.eof:  # a member ended: what follows it may be another
+                self.tail = self.inflater.unused_data
+                self.inflater = zlib.decompressobj(wbits=47)
+            if not self.tail:
+                self.tail = self.raw.read(_CHUNK)
+                if not self.tail:
+                    return b""
+            data = self.inflater.decompress(self.tail, size)
+            # at a member's end the rest of the input is in unused_data (taken above)
+            self.tail = b"" if self.inflater.eof else self.inflater.unconsumed_tail
+            if data:
+                return data
+
+    def tell(self) -> int:
+        return self.position
+
+
+def _next_record(handle, index: int, offset: int, size: int | None) -> Record:
     header = handle.read(_HEADER.size)
+    if size is None and not header:
+        return Record(-1, offset, None)  # the end of a compressed stream
     if len(header) < _HEADER.size:
         return Record(index, offset, None, f"truncated header ({len(header)} of 12 bytes)", True)
     length, length_crc = _HEADER.unpack(header)
     if masked_crc(header[:8]) != length_crc:
         hint = " (not a TFRecord file?)" if index == 0 else ""
         return Record(index, offset, None, f"length CRC mismatch{hint}", True)
-    left = size - offset - _HEADER.size - _FOOTER.size
-    if length > left:  # checked before anything is allocated
-        problem = f"declares {length:,} bytes, {max(left, 0):,} left (truncated)"
+    if size is not None:
+        left = size - offset - _HEADER.size - _FOOTER.size
+        if length > left:  # checked before anything is allocated
+            problem = f"declares {length:,} bytes, {max(left, 0):,} left (truncated)"
+            return Record(index, offset, None, problem, True)
+    elif length > MAX_INFLATED_RECORD:  # a small compressed file may inflate to gigabytes
+        problem = f"declares {length:,} bytes, over the {MAX_INFLATED_RECORD:,} read from a "
+        return Record(index, offset, None, problem + "compressed file's record", True)
+    data = handle.read(length)  # a compressed stream reads at most what it holds
+    footer = handle.read(_FOOTER.size)
+    if len(data) < length or len(footer) < _FOOTER.size:
+        problem = f"declares {length:,} bytes, {len(data):,} left (truncated)"
         return Record(index, offset, None, problem, True)
-    data = handle.read(length)
-    (data_crc,) = _FOOTER.unpack(handle.read(_FOOTER.size))
-    if masked_crc(data) != data_crc:
+    if masked_crc(data) != _FOOTER.unpack(footer)[0]:
         return Record(index, offset, None, f"data CRC mismatch ({length:,} bytes)")
     return Record(index, offset, data)
 
 
 def count_records(path: str | os.PathLike) -> int:
     """How many records ``path`` holds, from the headers alone (no data CRCs); a bad length
-    ends the count there."""
+    ends the count there. A compressed file is inflated through to count it."""
     count, offset = 0, 0
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    with open(path, "rb") as raw:
+        handle, size = _records_stream(raw)
+        if size is None:
+            return sum(1 for record in iter_records(path) if not record.fatal)
         while offset + _HEADER.size <= size:
             header = handle.read(_HEADER.size)
             length, length_crc = _HEADER.unpack(header)
