@@ -8,7 +8,9 @@ TensorFlow needed), then times, as medians of ``--repeats``:
 - read only: every file's bytes from the folder, against every record read, CRC-checked and
   parsed (``read_tfrecords``);
 - the whole load to the uint8 tensor with the decoded cache off (``load_splits``), in this
-  process and with 2 decode workers.
+  process and with 2 decode workers;
+- the same TFRecord files gzip-compressed (as ``TFRecordOptions(compression_type="GZIP")``
+  writes them), read and loaded.
 
 Usage::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import statistics
 import struct
 import tempfile
@@ -83,15 +86,19 @@ def main() -> None:
         if folder is None:
             raise SystemExit("cifar10-jpg.tar.gz not found (see ../shared/datasets/README.md)")
         (tmp / "tfrec").mkdir()
-        write_tfrecords(folder, tmp / "tfrec", args.files)
-        glob = str(tmp / "tfrec" / "*.tfrec")
+        (tmp / "gz").mkdir()
+        for path in write_tfrecords(folder, tmp / "tfrec", args.files):
+            (tmp / "gz" / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes(), 6))
+        glob, gz = str(tmp / "tfrec" / "*.tfrec"), str(tmp / "gz" / "*.tfrec.gz")
         n = len(scan_folder(folder).splits["train"].files)
         rows = [
             ("read bytes: folder (open + read per file)", lambda: read_folder_bytes(folder)),
             ("read bytes: TFRecord (CRC + parse)", lambda: read_tfrecords(tfrecord_files(glob))),
-        ]
+            ("read bytes: TFRecord GZIP (inflate + CRC + parse)", lambda: read_tfrecords(
+                tfrecord_files(gz))),
+        ]  # fmt: skip
         for workers in (0, 2):
-            for name, source in (("folder", folder), ("TFRecord", glob)):
+            for name, source in (("folder", folder), ("TFRecord", glob), ("TFRecord GZIP", gz)):
                 rows.append(
                     (
                         f"load to uint8 tensor: {name}, {workers} workers",
