@@ -103,7 +103,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[Record]:
                 record = _next_record(handle, index, offset, size)
             except zlib.error as err:
                 record = Record(index, offset, None, f"corrupt compressed stream ({err})", True)
-            if record.index < 0:  # a compressed stream ended where a record could start
+            if record is None:  # a compressed stream ended where a record could start
                 return
             yield record
             if record.fatal:
@@ -133,12 +133,12 @@ class _Inflating:
     """``read``/``tell`` over a GZIP or ZLIB stream (several gzip members in a row too)."""
 
     def __init__(self, raw) -> None:
-        self.raw, self.position, self.pending, self.tail = raw, 0, b"", b""
+        self.raw, self.position, self.tail = raw, 0, b""
         self.inflater = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip or a zlib header
 
     def read(self, size: int) -> bytes:
-        parts, wanted = [self.pending[:size]], size - len(self.pending[:size])
-        self.pending = self.pending[size:]
+        """Up to ``size`` bytes (fewer at the end), inflated at most 1 MiB at a time."""
+        parts, wanted = [], size
         while wanted > 0:
             chunk = self._inflate(min(wanted, _CHUNK))
             if not chunk:
@@ -169,10 +169,11 @@ class _Inflating:
         return self.position
 
 
-def _next_record(handle, index: int, offset: int, size: int | None) -> Record:
+def _next_record(handle, index: int, offset: int, size: int | None) -> Record | None:
+    """The record at ``offset``; None at the clean end of a compressed stream (``size`` None)."""
     header = handle.read(_HEADER.size)
     if size is None and not header:
-        return Record(-1, offset, None)  # the end of a compressed stream
+        return None
     if len(header) < _HEADER.size:
         return Record(index, offset, None, f"truncated header ({len(header)} of 12 bytes)", True)
     length, length_crc = _HEADER.unpack(header)
